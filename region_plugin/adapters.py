@@ -1,0 +1,76 @@
+"""The one place that maps a codebase (`model_type`) to its adapter for tools that run the model.
+
+A scoring adapter knows how its codebase loads a checkpoint and turns LLaVA-format records into
+model inputs plus the image-token mask from the codebase's real image expansion. The core
+(`region_plugin.scoring`) only talks to this interface, so it never imports `llava` or `bunny`.
+
+    model_type None / "llava"  -> region_plugin.llava.data.LlavaAdapter
+    anything else (Bunny's model types: llama3-8b, phi-2, ...) -> region_plugin.bunny.data.scoring_adapter(model_type)
+    model_type None and config.json's model_type "bunny-*" -> the Bunny adapter for that checkpoint
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Iterator, List, Optional, Protocol
+
+import torch
+
+
+@dataclass
+class LoadedModel:
+    """What an adapter's `load` returns: the model and whatever its `batches` needs to feed it."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    image_processor: Any
+
+
+class ScoringAdapter(Protocol):
+    """What `score_checkpoint` needs from a codebase."""
+
+    name: str
+    load_dtype: Optional[torch.dtype]   # dtype the loader rounds weights to (None = kept as stored)
+    default_conv_mode: str
+
+    def check_model(self, model_path: str, model_base: Optional[str], conv_mode: Optional[str] = None) -> None:
+        """Cheap checks (no weights): raise ScoringError naming the flag if the paths/options cannot load."""
+
+    def load(self, model_path: str, model_base: Optional[str], device: str,
+             attn_implementation: Optional[str] = None) -> LoadedModel:
+        """Load through the codebase's own loader, in eval mode."""
+
+    def batches(self, loaded: LoadedModel, records: List[dict], image_folder: str, batch_size: int,
+                conv_mode: Optional[str] = None) -> Iterator[Any]:
+        """Yield `region_plugin.scoring.hidden.ScoringBatch`es (image mask from the real expansion)."""
+
+
+def codebase_of(config: Optional[dict]) -> Optional[str]:
+    """"llava" or "bunny" from config.json's model_type ("llava_llama", "bunny-phi", ...); None if neither.
+
+    Every tool asks this one function, so a checkpoint never needs to be told what it is.
+    """
+    model_type = str((config or {}).get("model_type") or "")
+    return next((name for name in ("llava", "bunny") if model_type.startswith(name)), None)
+
+
+def get_adapter(model_type: Optional[str] = None, config: Optional[dict] = None) -> ScoringAdapter:
+    """The adapter for `model_type`; a clear error if that codebase's adapter is missing.
+
+    Without a model_type the checkpoint's own config.json decides (Bunny saves "bunny-llama",
+    "bunny-phi", ...), so a Bunny checkpoint needs no --model-type; anything else is LLaVA.
+    """
+    if model_type in (None, "") and codebase_of(config) == "bunny":
+        model_type = None  # the Bunny adapter reads its model type from config
+    elif model_type in (None, "", "llava"):
+        from .llava.data import LlavaAdapter
+
+        return LlavaAdapter()
+    try:
+        module = importlib.import_module("region_plugin.bunny.data")
+        factory = getattr(module, "scoring_adapter")
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"--model-type {model_type!r} selects the Bunny adapter (region_plugin.bunny.data."
+                         f"scoring_adapter), which is not available here: {e}. Leave --model-type out for "
+                         "LLaVA") from None
+    return factory(model_type or None, config)

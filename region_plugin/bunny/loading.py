@@ -1,0 +1,80 @@
+"""Load any Bunny checkpoint our tools meet through upstream's own `load_pretrained_model`.
+
+Upstream takes its LoRA branch when the model NAME contains "lora" and a base is given, and its
+plain branch otherwise. Our tools look at the files instead (adapter_config.json = LoRA dir) and
+hand upstream a name that selects the right branch, so a user's directory naming never matters.
+`model_type` is Bunny's `--model_type`; it can be read from a saved checkpoint's config.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Optional, Tuple
+
+import torch
+
+from .source import CONFIG_MODEL_TYPES, check_model_type, import_bunny
+
+
+def is_lora_dir(model_path: str) -> bool:
+    return os.path.isfile(os.path.join(model_path, "adapter_config.json"))
+
+
+def model_type_from_config(model_path: str) -> Optional[str]:
+    """The --model_type that loads a saved Bunny checkpoint (None when config.json is not Bunny's).
+
+    phi-1.5 and phi-2 share one code path ("bunny-phi"), so either name loads such a checkpoint.
+    """
+    path = os.path.join(model_path, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return CONFIG_MODEL_TYPES.get(json.load(f).get("model_type"))
+
+
+def upstream_model_name(model_path: str, model_base: Optional[str]) -> str:
+    """A name that routes upstream's loader to the branch this directory's files need."""
+    name = os.path.basename(os.path.normpath(model_path))
+    if is_lora_dir(model_path):
+        if model_base is None:
+            raise ValueError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR")
+        return name if "lora" in name.lower() else f"{name}-lora"
+    return re.sub("lora", "full", name, flags=re.IGNORECASE)  # a merged/pruned dir named *lora*
+
+
+def default_device() -> str:
+    """The current accelerator's device type when there is one (upstream then uses device_map="auto")."""
+    acc = getattr(torch, "accelerator", None)
+    if acc is not None and acc.is_available():
+        return acc.current_accelerator().type
+    return torch.get_default_device().type
+
+
+def _on_accelerator(device: str) -> bool:
+    acc = getattr(torch, "accelerator", None)
+    return acc is not None and acc.is_available() and torch.device(device).type == acc.current_accelerator().type
+
+
+def load_bunny(model_path: str, model_base: Optional[str] = None, model_type: Optional[str] = None,
+               device: Optional[str] = None, **kwargs) -> Tuple[object, torch.nn.Module, object, int]:
+    """(tokenizer, model, image_processor, context_len) exactly as upstream's loader returns them.
+
+    Upstream loads float16; off an accelerator the model is cast back to float32 (fp16 host kernels
+    are slow and some are missing). `device` defaults to the accelerator when present;
+    `model_type` to config.json's.
+    """
+    if not os.path.isdir(model_path):
+        raise FileNotFoundError(f"--model-path {model_path!r} is not a directory")
+    if model_base is not None and not os.path.isdir(model_base):
+        raise FileNotFoundError(f"--model-base {model_base!r} is not a directory")
+    model_type = check_model_type(model_type or model_type_from_config(model_path), "--model-type")
+    builder = import_bunny("bunny.model.builder")
+    device = device or default_device()
+    name = upstream_model_name(model_path, model_base)
+    tokenizer, model, image_processor, context_len = builder.load_pretrained_model(
+        model_path, model_base, name, model_type, device=device, **kwargs)
+    if not _on_accelerator(device):
+        model.float()
+    model.eval()
+    return tokenizer, model, image_processor, context_len

@@ -1,0 +1,112 @@
+"""Bunny glue for region-prune: merge through upstream's loader, calibration outputs, name checks.
+
+The twin of `region_plugin.llava.prune_io`; picked by region-prune for every checkpoint whose
+config.json `model_type` starts with "bunny" (Bunny's --model_type is read from it). Merging is
+what upstream's `script/merge_lora_weights.py` does (load_pretrained_model + save_pretrained, float16),
+minus its hard-coded CUDA. Also registers the config fix Bunny's vendored MiniCPM needs: it scales
+every residual branch by `scale_depth / sqrt(num_hidden_layers)`, so a shallower model keeps each
+kept layer's function only if `scale_depth` shrinks with sqrt(depth).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import List, Optional
+
+from ..pruning.backends import free_memory
+from ..pruning.config_edit import register_config_fix
+from ..pruning.errors import PruneError
+from .loading import is_lora_dir, load_bunny
+from .source import CONFIG_MODEL_TYPES
+
+
+def _minicpm_scale_depth(holder: dict, kept: List[int], old_n: int) -> None:
+    if isinstance(holder.get("scale_depth"), (int, float)):
+        holder["scale_depth"] = holder["scale_depth"] * math.sqrt(len(kept) / old_n)
+
+
+register_config_fix("bunny-minicpm", _minicpm_scale_depth)
+
+
+def _model_type(model_dir: str) -> str:
+    with open(os.path.join(model_dir, "config.json")) as f:
+        return scoring_model_type(json.load(f))
+
+
+def scoring_model_type(config: dict) -> str:
+    """The region-score `--model-type` for this checkpoint (region-prune scores with --data through it)."""
+    model_type = CONFIG_MODEL_TYPES.get(str(config.get("model_type")))
+    if model_type is None:
+        raise PruneError(f"config.json model_type {config.get('model_type')!r} is not one of Bunny's "
+                         f"({', '.join(CONFIG_MODEL_TYPES)})")
+    return model_type
+
+
+def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None) -> str:
+    """The merged checkpoint dir: `model_path` itself, or LoRA dir + base merged by upstream's loader."""
+    import torch
+
+    if model_base is None:
+        if is_lora_dir(model_path):
+            raise PruneError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR")
+        return model_path
+    tokenizer, model, _, _ = load_bunny(model_path, model_base, _model_type(model_path), device=device)
+    merged = os.path.join(work_dir, "bunny-merged")
+    model.to(torch.float16)  # upstream's merge script saves the float16 model its loader returns
+    model.save_pretrained(merged, safe_serialization=True)
+    tokenizer.save_pretrained(merged)
+    del model
+    free_memory()
+    return merged
+
+
+def _records(data: Optional[str], image_folder: Optional[str], num_samples: int) -> List[dict]:
+    """Image-text records of --data (checked as region-score checks them), else built-in text-only prompts."""
+    if data:
+        from ..scoring.records import read_records
+
+        return read_records(data, image_folder, num_samples)
+    from ..pruning.verify import BUILTIN_TEXTS
+
+    return [{"conversations": [{"from": "human", "value": t}]} for t in BUILTIN_TEXTS[:num_samples]]
+
+
+def calibration_outputs(model_dir: str, data: Optional[str], image_folder: Optional[str], num_samples: int,
+                        device: Optional[str] = None, conv_mode: Optional[str] = None, **_):
+    """(final hidden states as fp32 host tensors, loss) per sample, one sample at a time (no padding)."""
+    import torch
+    from PIL import Image
+
+    from .data import CONV_MODES, build_prompt
+    from .source import import_bunny
+
+    mm = import_bunny("bunny.util.mm_utils")
+    index = import_bunny("bunny.constants").IMAGE_TOKEN_INDEX
+    model_type = _model_type(model_dir)
+    conv_mode = conv_mode or CONV_MODES.get(model_type, "bunny")
+    tokenizer, model, image_processor, _ = load_bunny(model_dir, None, model_type, device=device)
+    out = []
+    with torch.inference_mode():
+        for rec in _records(data, image_folder, num_samples):
+            ids = mm.tokenizer_image_token(build_prompt(rec, conv_mode), tokenizer, index, return_tensors="pt")
+            ids = ids[None].to(model.device)
+            images = None
+            if rec.get("image"):
+                image = Image.open(os.path.join(image_folder, rec["image"])).convert("RGB")
+                images = mm.process_images([image], image_processor, model.config).to(model.device, model.dtype)
+            labels = ids.clone()  # upstream overwrites IMAGE_TOKEN_INDEX in input_ids in place
+            res = model(input_ids=ids, labels=labels, images=images, output_hidden_states=True, return_dict=True)
+            out.append((res.hidden_states[-1][0].float().cpu(), float(res.loss)))
+    del model
+    free_memory()
+    return out
+
+
+def name_warnings(out: str, config: dict) -> List[str]:
+    """What upstream's name-based loader would do differently with this output directory name."""
+    name = os.path.basename(os.path.abspath(out))
+    if "lora" in name.lower():
+        return [f"--out name {name!r} contains 'lora': it is a merged checkpoint, so evaluate it WITHOUT "
+                "--model-base (upstream's load_pretrained_model would otherwise take its LoRA branch)"]
+    return []

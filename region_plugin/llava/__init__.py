@@ -1,0 +1,1 @@
+"""Thin adapter between region_plugin's core and upstream LLaVA (the `llava` package)."""

@@ -1,0 +1,68 @@
+"""Upstream LLaVA training with `--region_layers`, without editing upstream files.
+
+    python -m region_plugin.llava.train <every llava.train.train flag> --region_layers 25%
+    deepspeed --module region_plugin.llava.train ...   |   torchrun -m region_plugin.llava.train ...
+
+Runs upstream's own `llava.train.train.train()`; with `--region_layers` it swaps two module
+globals for the duration of the call (`find_all_linear_names` -> full names of the region's
+Linear layers; `LLaVATrainer` -> a subclass that restricts/verifies/records the region and times
+training) and writes `region_report.json` after upstream has saved. Extra flag:
+`--attn_implementation` (default: flash_attention_2 when CUDA + flash-attn, as train_mem.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import List, Optional
+
+from ..distributed import default_attn_implementation, init_cpu_distributed
+from ..spec import RegionSpecError
+from ..training import RegionError, RegionRun, argv_value, pop_flag
+
+
+@contextlib.contextmanager
+def installed(upstream, run: RegionRun):
+    """Swap upstream's module globals that `train()` looks up at call time; restore afterwards."""
+    saved = {"find_all_linear_names": upstream.find_all_linear_names, "LLaVATrainer": upstream.LLaVATrainer}
+    try:
+        if run.active:
+            upstream.find_all_linear_names = run.lora_targets
+        upstream.LLaVATrainer = run.trainer_class(saved["LLaVATrainer"])
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(upstream, name, value)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        run, rest = RegionRun.from_argv(argv)
+        attn, rest = pop_flag(rest, "--attn_implementation")
+    except (RegionSpecError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    init_cpu_distributed(rest)
+    import llava.train.train as upstream  # heavy import only after the spec is known to be good
+
+    prog = sys.argv[0]
+    sys.argv = [prog] + rest  # upstream's HfArgumentParser reads sys.argv
+    try:
+        with installed(upstream, run):
+            upstream.train(attn_implementation=attn or default_attn_implementation())
+    except RegionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        sys.argv = [prog] + argv
+    run.finish(argv_value(rest, "--output_dir"))
+    return 0
+
+
+def cli() -> None:
+    """Console script `region-llava-train` (same as `python -m region_plugin.llava.train`)."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

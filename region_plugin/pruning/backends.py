@@ -1,0 +1,83 @@
+"""Codebase adapters for the steps that need a real model: merging a LoRA dir, and verification.
+
+The core never imports a codebase: a checkpoint's `model_type` picks an adapter module by name
+(`llava*` -> `region_plugin.llava.prune_io`, `bunny*` -> `region_plugin.bunny.prune_io`); anything
+else uses the plain-transformers adapter below. An adapter module provides `materialize`,
+`calibration_outputs` and `name_warnings`.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+from typing import List, Optional
+
+from .errors import PruneError
+from .verify import Outputs, calibration_texts, default_device
+
+
+def adapter_for(config: dict):
+    """The codebase's prune_io module (region_plugin.adapters.codebase_of decides), else this module."""
+    from ..adapters import codebase_of
+
+    codebase = codebase_of(config)
+    return importlib.import_module(f"region_plugin.{codebase}.prune_io" if codebase else __name__)
+
+
+def is_adapter_dir(model_path: str) -> bool:
+    return os.path.isfile(os.path.join(model_path, "adapter_config.json"))
+
+
+def free_memory() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---- plain transformers adapter (any AutoModelForCausalLM checkpoint) ----
+
+def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None) -> str:
+    """A merged checkpoint dir: the input itself, or a peft adapter merged into --model-base."""
+    if not is_adapter_dir(model_path):
+        return model_path
+    if model_base is None:
+        raise PruneError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_DIR")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_base, torch_dtype="auto", low_cpu_mem_usage=True)
+    model = PeftModel.from_pretrained(model, model_path).merge_and_unload()
+    merged = os.path.join(work_dir, "merged")
+    with torch.no_grad():
+        model.save_pretrained(merged, safe_serialization=True)
+    AutoTokenizer.from_pretrained(model_base).save_pretrained(merged)
+    del model
+    free_memory()
+    return merged
+
+
+def calibration_outputs(model_dir: str, data: Optional[str], image_folder: Optional[str], num_samples: int,
+                        device: Optional[str] = None, **_) -> Outputs:
+    """Final hidden states and loss per calibration text, fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = torch.device(device) if device else default_device()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).to(dev).eval()
+    out = []
+    with torch.inference_mode():
+        for text in calibration_texts(data, num_samples):
+            ids = tokenizer(text, return_tensors="pt").input_ids.to(dev)
+            res = model(input_ids=ids, labels=ids, output_hidden_states=True, return_dict=True)
+            out.append((res.hidden_states[-1][0].float().cpu(), float(res.loss)))
+    del model
+    free_memory()
+    return out
+
+
+def name_warnings(out: str, config: dict) -> List[str]:
+    return []
