@@ -1,12 +1,14 @@
-"""GPU acceptance check: region training with upstream LLaVA in the settings users run.
+"""GPU acceptance check: region training, scoring and pruning with upstream code, as users run them.
 
-Needs CUDA. Runs, on a locally built tiny LLaVA: region LoRA in bf16 (single process), region
-LoRA and region full tuning under DeepSpeed ZeRO-3 (torchrun, all visible GPUs), then loads the
-LoRA output with upstream's loader on the GPU and generates, scores the LoRA output with
-region-score on the GPU (checked against the same scores on CPU) and prunes it with region-prune
-(verification on the GPU). Prints one PASS/FAIL line per check.
+Needs CUDA. On a locally built tiny model of the chosen codebase it runs: region LoRA in bf16
+(single process); region LoRA and region full tuning under DeepSpeed ZeRO-3 (torchrun over all
+visible GPUs); upstream's loader on the GPU + generate; region-score on the GPU (checked against
+the same scores on CPU); region-prune of the LoRA output (merge and verification on the GPU),
+loaded back with upstream's loader. Prints one PASS/FAIL line per check.
 
-    python bench/gpu_check.py [--workdir DIR]
+    python bench/gpu_check.py [--codebase llava|bunny] [--workdir DIR]
+
+Bunny needs its stack (requirements-bunny.txt) and REGION_BUNNY_SRC, as for `make test-bunny`.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 results = []
@@ -43,78 +47,123 @@ def lora_layers(out):
     return sorted({int(re.search(r"\.layers\.(\d+)\.", k).group(1)) for k in keys})
 
 
+@dataclass
+class Codebase:
+    """What differs between LLaVA and Bunny for this check; everything else is shared."""
+
+    build: Callable          # root -> tiny fixture
+    train_args: Callable     # (tiny, out, lora) -> upstream flags without --region_layers
+    module: str              # training entry point
+    load: Callable           # (model_path, model_base) -> (tokenizer, model, image_processor, ctx)
+    prompt: Callable         # (tokenizer, tiny) -> input_ids (1, T)
+    process: Callable        # (images, image_processor, config) -> pixel tensor
+
+
+def llava() -> Codebase:
+    from llava.constants import IMAGE_TOKEN_INDEX
+    from llava.conversation import conv_templates
+    from llava.mm_utils import process_images, tokenizer_image_token
+
+    from region_plugin.llava.loading import load_llava
+    from region_plugin.tiny import build_tiny_llava, llava_train_args
+
+    def prompt(tok, tiny):
+        conv = conv_templates["vicuna_v1"].copy()
+        conv.append_message(conv.roles[0], "<image>\nWhat color is the shape?")
+        conv.append_message(conv.roles[1], None)
+        return tokenizer_image_token(conv.get_prompt(), tok, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
+
+    return Codebase(build_tiny_llava, lambda t, o, lora: llava_train_args(t, o, lora=lora, cpu=False),
+                    "region_plugin.llava.train", load_llava, prompt, process_images)
+
+
+def bunny() -> Codebase:
+    from region_plugin.bunny.loading import load_bunny
+    from region_plugin.bunny.source import import_bunny
+    from region_plugin.tiny.bunny import build_tiny_bunny, bunny_train_args
+
+    mm, conv_lib = import_bunny("bunny.util.mm_utils"), import_bunny("bunny.conversation")
+    index = import_bunny("bunny.constants").IMAGE_TOKEN_INDEX
+
+    def prompt(tok, tiny):
+        conv = conv_lib.conv_templates[tiny.version].copy()
+        conv.append_message(conv.roles[0], "<image>\nWhat color is the shape?")
+        conv.append_message(conv.roles[1], None)
+        return mm.tokenizer_image_token(conv.get_prompt(), tok, index, return_tensors="pt")[None]
+
+    return Codebase(lambda root: build_tiny_bunny(root, "llama3-8b"),
+                    lambda t, o, lora: bunny_train_args(t, o, lora=lora, cpu=False),
+                    "region_plugin.bunny.train", load_bunny, prompt, mm.process_images)
+
+
+def changed_layers(out, llm_dir):
+    """Decoder layers whose saved weights differ from the base LLM's."""
+    import torch
+    from safetensors.torch import load_file
+
+    tuned = {}
+    for f in os.listdir(out):
+        if f.endswith(".safetensors"):
+            tuned.update(load_file(os.path.join(out, f)))
+    base = load_file(os.path.join(llm_dir, "model.safetensors"))
+    return sorted({int(k.split(".")[2]) for k, v in base.items() if k.startswith("model.layers.")
+                   and not torch.equal(tuned[k].float(), v.to(tuned[k].dtype).float())})
+
+
 def main():
     import torch
 
-    from region_plugin.tiny import build_tiny_llava, llava_train_args
-
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--codebase", choices=("llava", "bunny"), default="llava")
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
     assert torch.cuda.is_available(), "gpu_check needs CUDA"
-    root = args.workdir or tempfile.mkdtemp(prefix="region-gpu-")
-    tiny = build_tiny_llava(os.path.join(root, "tiny"))
+    cb = llava() if args.codebase == "llava" else bunny()
+    root = args.workdir or tempfile.mkdtemp(prefix=f"region-gpu-{args.codebase}-")
+    tiny = cb.build(os.path.join(root, "tiny"))
     ngpu = torch.cuda.device_count()
-    print(f"torch {torch.__version__}, {ngpu} x {torch.cuda.get_device_name(0)}", flush=True)
+    print(f"{args.codebase}: torch {torch.__version__}, {ngpu} x {torch.cuda.get_device_name(0)}", flush=True)
 
     def train_args(out, lora):
-        return llava_train_args(tiny, out, lora=lora, cpu=False) + ["--bf16", "True", "--region_layers", "25%"]
+        return cb.train_args(tiny, out, lora) + ["--bf16", "True", "--region_layers", "25%"]
 
     # 1. single-process bf16 LoRA
-    out = os.path.join(root, "llava-bf16-region-lora")
-    proc, dt = run([sys.executable, "-m", "region_plugin.llava.train", *train_args(out, True)])
-    ok = proc.returncode == 0 and lora_layers(out) == [0, 6]
-    report = json.load(open(os.path.join(out, "region_report.json"))) if ok else {}
+    lora_out = os.path.join(root, f"{args.codebase}-bf16-region-lora")
+    proc, dt = run([sys.executable, "-m", cb.module, *train_args(lora_out, True)])
+    ok = proc.returncode == 0 and lora_layers(lora_out) == [0, 6]
+    report = json.load(open(os.path.join(lora_out, "region_report.json"))) if ok else {}
     check("bf16 region LoRA (1 process)", ok, f"{dt:.0f}s device={report.get('device')} "
           f"peak={report.get('peak_memory', {}).get('gib')} GiB")
 
     # 2. ZeRO-3 LoRA and full tuning, torchrun over all GPUs
     zero3 = os.path.join(HERE, "zero3.json")
     for lora in (True, False):
-        out = os.path.join(root, f"llava-zero3-region-{'lora' if lora else 'full'}")
+        out = os.path.join(root, f"{args.codebase}-zero3-region-{'lora' if lora else 'full'}")
         a = train_args(out, lora)
         if lora:  # upstream's projector LR group can be empty under ZeRO (scheduler zip error)
             i = a.index("--mm_projector_lr")
             del a[i:i + 2]
-        proc, dt = run(["torchrun", "--standalone", f"--nproc_per_node={ngpu}", "-m", "region_plugin.llava.train",
+        proc, dt = run(["torchrun", "--standalone", f"--nproc_per_node={ngpu}", "-m", cb.module,
                         *a, "--deepspeed", zero3])
-        if lora:
-            ok = proc.returncode == 0 and lora_layers(out) == [0, 6]
-        else:
-            ok = proc.returncode == 0
-            if ok:
-                from safetensors.torch import load_file
-
-                tuned = {}
-                for f in os.listdir(out):
-                    if f.endswith(".safetensors"):
-                        tuned.update(load_file(os.path.join(out, f)))
-                base = load_file(os.path.join(tiny.llm, "model.safetensors"))
-                changed = sorted({int(k.split(".")[2]) for k, v in base.items() if k.startswith("model.layers.")
-                                  and not torch.equal(tuned[k].float(), v.to(tuned[k].dtype).float())})
-                ok = changed == [0, 6]
-                print(f"    changed layers: {changed}")
+        ok = proc.returncode == 0
+        if ok and lora:
+            ok = lora_layers(out) == [0, 6]
+        elif ok:
+            changed = changed_layers(out, tiny.llm)
+            print(f"    changed layers: {changed}")
+            ok = changed == [0, 6]
         rep = json.load(open(os.path.join(out, "region_report.json"))) if proc.returncode == 0 else {}
         check(f"ZeRO-3 region {'LoRA' if lora else 'full tuning'} ({ngpu} rank)", ok,
               f"{dt:.0f}s trainable_llm={rep.get('parameters', {}).get('llm')}")
 
     # 3. upstream loader on the GPU + generate
-    from region_plugin.llava.loading import load_llava
-
-    tok, model, proc_img, _ = load_llava(os.path.join(root, "llava-bf16-region-lora"), tiny.llm)
-    from llava.constants import IMAGE_TOKEN_INDEX
-    from llava.conversation import conv_templates
-    from llava.mm_utils import process_images, tokenizer_image_token
     from PIL import Image
 
-    conv = conv_templates["vicuna_v1"].copy()
-    conv.append_message(conv.roles[0], "<image>\nWhat color is the shape?")
-    conv.append_message(conv.roles[1], None)
-    ids = tokenizer_image_token(conv.get_prompt(), tok, IMAGE_TOKEN_INDEX, return_tensors="pt")[None].cuda()
+    tok, model, image_processor, _ = cb.load(lora_out, tiny.llm)
     img = Image.open(os.path.join(tiny.image_folder, "img_000.png")).convert("RGB")
-    px = process_images([img], proc_img, model.config).to(model.device, model.dtype)
+    px = cb.process([img], image_processor, model.config).to(model.device, model.dtype)
     with torch.inference_mode():
-        gen = model.generate(ids, images=px, image_sizes=[img.size], do_sample=False, max_new_tokens=8)
+        gen = model.generate(cb.prompt(tok, tiny).to(model.device), images=px, do_sample=False, max_new_tokens=8)
     check("upstream loader (cuda, fp16) + generate", gen.shape[0] == 1 and model.device.type == "cuda",
           repr(tok.decode(gen[0], skip_special_tokens=True)))
     del model
@@ -124,7 +173,6 @@ def main():
     from region_plugin.pruning.cli import main as region_prune
     from region_plugin.scoring import score_checkpoint
 
-    lora_out = os.path.join(root, "llava-bf16-region-lora")
     kw = dict(data=tiny.data, image_folder=tiny.image_folder, metrics="bi,mm_bi,angular,attn", num_samples=8,
               progress=False)
     t0 = time.time()
@@ -136,17 +184,19 @@ def main():
           f"{dt:.0f}s max |gpu - cpu| = {worst:.2e} over {len(gpu['metrics'])} metrics")
 
     # 5. region-prune of the LoRA output (merge + verification on the GPU) loads with upstream's loader
-    pruned = os.path.join(root, "llava-bf16-region-pruned")
+    pruned = os.path.join(root, f"{args.codebase}-bf16-region-pruned")
     t0 = time.time()
     rc = region_prune(["--model-path", lora_out, "--model-base", tiny.llm, "--out", pruned, "--num-prune", "2",
                        "--data", tiny.data, "--image-folder", tiny.image_folder, "--num-samples", "8"])
     dt = time.time() - t0
     rep = json.load(open(os.path.join(pruned, "prune_report.json"))) if rc == 0 else {}
-    tok, model, _, _ = load_llava(pruned, None) if rc == 0 else (None, None, None, None)
-    ok = rc == 0 and model.device.type == "cuda" and len(model.get_model().layers) == 6 \
-        and not set(rep["pruned_layers"]) & {0, 6}
+    ok = rc == 0 and not set(rep["pruned_layers"]) & {0, 6}
+    if ok:
+        _, model, _, _ = cb.load(pruned, None)
+        ok = model.device.type == "cuda" and len(model.get_model().layers) == 6
+    verification = rep.get("verification") or {}
     check("region-prune on cuda + upstream loader", ok,
-          f"{dt:.0f}s pruned={rep.get('pruned_layers')} cos={(rep.get('verification') or {}).get('mean_cosine_final_hidden')}")
+          f"{dt:.0f}s pruned={rep.get('pruned_layers')} cos={verification.get('mean_cosine_final_hidden')}")
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
     sys.exit(0 if all(results) else 1)
 

@@ -75,6 +75,6 @@ def load_bunny(model_path: str, model_base: Optional[str] = None, model_type: Op
     tokenizer, model, image_processor, context_len = builder.load_pretrained_model(
         model_path, model_base, name, model_type, device=device, **kwargs)
     if not _on_accelerator(device):
-        model.float()
+        model.to(device=device, dtype=torch.float32)  # also gathers any module the loader left elsewhere
     model.eval()
     return tokenizer, model, image_processor, context_len

@@ -54,6 +54,6 @@ def load_llava(model_path: str, model_base: Optional[str] = None, device: Option
     tokenizer, model, image_processor, context_len = load_pretrained_model(
         model_path, model_base, name, device=device, device_map=device_map, **kwargs)
     if not str(device).startswith("cuda"):
-        model.float()
+        model.to(device=device, dtype=torch.float32)  # also gathers any module the loader left elsewhere
     model.eval()
     return tokenizer, model, image_processor, context_len
