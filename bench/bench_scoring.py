@@ -74,7 +74,7 @@ def main() -> None:
 
     from region_plugin.llava.data import LlavaAdapter, expand
     from region_plugin.scoring import HiddenStateScorer
-    from region_plugin.scoring.api import default_device
+    from region_plugin.devices import default_device
     from region_plugin.scoring.records import read_records
 
     with tempfile.TemporaryDirectory() as root:

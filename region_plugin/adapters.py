@@ -11,6 +11,7 @@ model inputs plus the image-token mask from the codebase's real image expansion.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Protocol
 
@@ -43,6 +44,22 @@ class ScoringAdapter(Protocol):
     def batches(self, loaded: LoadedModel, records: List[dict], image_folder: str, batch_size: int,
                 conv_mode: Optional[str] = None) -> Iterator[Any]:
         """Yield `region_plugin.scoring.hidden.ScoringBatch`es (image mask from the real expansion)."""
+
+
+def check_checkpoint_paths(model_path: str, model_base: Optional[str], codebase: str) -> None:
+    """The path checks every adapter makes before loading; each error names the flag and the fix."""
+    from .scoring.metrics import ScoringError
+
+    what = f"pass a {codebase} checkpoint or LoRA dir"
+    if not os.path.isdir(model_path or ""):
+        raise ScoringError(f"--model-path {model_path!r} is not a directory; {what}")
+    if not os.path.isfile(os.path.join(model_path, "config.json")):
+        raise ScoringError(f"--model-path {model_path!r} has no config.json; {what}")
+    if model_base is not None and not os.path.isdir(model_base):
+        raise ScoringError(f"--model-base {model_base!r} is not a directory")
+    if os.path.isfile(os.path.join(model_path, "adapter_config.json")) and model_base is None:
+        raise ScoringError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR "
+                           "(the LLM it was trained from)")
 
 
 def codebase_of(config: Optional[dict]) -> Optional[str]:

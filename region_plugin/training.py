@@ -3,9 +3,13 @@
 An adapter (region_plugin.llava, region_plugin.bunny) owns one `RegionRun` and wires three of its
 methods into the upstream trainer: `lora_targets` replaces `find_all_linear_names`, the trainer
 class from `trainer_class` calls `prepare` on the finished model and times training, and `finish`
-writes the cost report after upstream has saved its checkpoint.
+writes the cost report after upstream has saved its checkpoint. `run_upstream` does that wiring
+for a `train.py` module that looks both names up at call time, as LLaVA's and Bunny's do.
 """
 from __future__ import annotations
+
+import contextlib
+import sys
 
 import time
 from typing import List, Optional, Sequence, Tuple
@@ -199,6 +203,40 @@ class RegionRun:
 
         RegionTrainer.__name__ = RegionTrainer.__qualname__ = f"Region{base_cls.__name__}"
         return RegionTrainer
+
+    # ---------------------------------------------------------------- driving upstream's train()
+    @contextlib.contextmanager
+    def installed(self, upstream, trainer_attr: str):
+        """Swap the module globals upstream's `train()` looks up at call time; restore afterwards."""
+        saved = {"find_all_linear_names": upstream.find_all_linear_names,
+                 trainer_attr: getattr(upstream, trainer_attr)}
+        try:
+            if self.active:
+                upstream.find_all_linear_names = self.lora_targets
+            setattr(upstream, trainer_attr, self.trainer_class(saved[trainer_attr]))
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(upstream, name, value)
+
+    def run_upstream(self, upstream, trainer_attr: str, argv: Sequence[str], rest: Sequence[str],
+                     **train_kwargs) -> int:
+        """Run `upstream.train(**train_kwargs)` on the command line `rest` with the region installed.
+
+        Returns the exit code (2 on a RegionError) and writes the cost report after upstream saved.
+        """
+        prog = sys.argv[0]
+        sys.argv = [prog, *rest]  # upstream's HfArgumentParser reads sys.argv
+        try:
+            with self.installed(upstream, trainer_attr):
+                upstream.train(**train_kwargs)
+        except RegionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        finally:
+            sys.argv = [prog, *argv]
+        self.finish(argv_value(rest, "--output_dir"))
+        return 0
 
     # ---------------------------------------------------------------- after upstream saved
     def finish(self, output_dir: str) -> Optional[dict]:

@@ -19,8 +19,23 @@ def run_cli(args, timeout=600, env=None, cwd=None):
     """Run a command with the test venv's python; return CompletedProcess (stdout+stderr captured)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
                 "WANDB_DISABLED": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout,
                           env=full_env, cwd=cwd)
+
+
+def git_am_onto(fork, patches) -> None:
+    """Commit what `fork` holds as "upstream" in a fresh git repo, then `git am` the patches on top."""
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(fork)}
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=fork, capture_output=True, text=True, env=env)
+
+    assert git("init", "-q").returncode == 0
+    git("add", "-A")
+    assert git("commit", "-qm", "upstream").returncode == 0
+    proc = git("am", *map(str, patches))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def train_llava(tiny, out_dir, region=None, lora=True, extra=()):

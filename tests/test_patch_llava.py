@@ -1,23 +1,16 @@
 """patches/llava applies with `git am` to upstream's train.py and the patched trainer honours the flag."""
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import llava
 import pytest
 from safetensors.torch import load_file
 
-from conftest import REPO, read_json, run_cli
+from conftest import REPO, git_am_onto, read_json, run_cli
 from region_plugin.tiny import llava_train_args
 
 PATCHES = sorted((REPO / "patches" / "llava").glob("*.patch"))
-
-
-def _git(cwd, *args):
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin:/usr/local/bin"}
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +18,7 @@ def patched_llava(tmp_path_factory):
     """A git repo holding a copy of the installed upstream `llava` package, with the patch applied."""
     fork = tmp_path_factory.mktemp("llava-fork")
     shutil.copytree(Path(llava.__file__).parent, fork / "llava", ignore=shutil.ignore_patterns("__pycache__"))
-    assert _git(fork, "init", "-q").returncode == 0
-    _git(fork, "add", "-A")
-    assert _git(fork, "commit", "-qm", "upstream").returncode == 0
-    proc = _git(fork, "am", *map(str, PATCHES))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    git_am_onto(fork, PATCHES)
     return fork
 
 

@@ -13,11 +13,11 @@ from typing import Iterator, List, Optional
 
 import torch
 
-from ..adapters import LoadedModel
+from ..adapters import LoadedModel, check_checkpoint_paths
 from ..scoring.hidden import ScoringBatch
 from ..scoring.metrics import ScoringError
-from ..scoring.records import IMAGE_TOKEN
-from .loading import is_lora_dir, load_bunny
+from ..scoring.records import conversation_turns
+from .loading import load_bunny
 from .source import CONFIG_MODEL_TYPES, check_model_type, import_bunny
 
 # Bunny --model_type -> the conversation template its tutorials train it with (--version).
@@ -31,11 +31,8 @@ def build_prompt(record: dict, conv_mode: str) -> str:
         raise ScoringError(f"--conv-mode {conv_mode!r} is not an upstream Bunny template; choose from "
                            f"{sorted(conv_templates)}")
     conv = conv_templates[conv_mode].copy()
-    turns = [dict(t) for t in record["conversations"]]
-    if "image" in record and not any(IMAGE_TOKEN in t["value"] for t in turns):
-        turns[0]["value"] = f"{IMAGE_TOKEN}\n{turns[0]['value']}"  # as upstream's eval scripts do
-    for turn in turns:
-        conv.append_message(conv.roles[0] if turn["from"] == "human" else conv.roles[1], turn["value"])
+    for is_human, value in conversation_turns(record):
+        conv.append_message(conv.roles[0] if is_human else conv.roles[1], value)
     return conv.get_prompt()
 
 
@@ -88,13 +85,7 @@ class BunnyAdapter:
     def check_model(self, model_path: str, model_base: Optional[str], conv_mode: Optional[str] = None) -> None:
         if conv_mode is not None:
             build_prompt({"conversations": []}, conv_mode)  # raises ScoringError naming --conv-mode
-        if not os.path.isfile(os.path.join(model_path or "", "config.json")):
-            raise ScoringError(f"--model-path {model_path!r} has no config.json; pass a Bunny checkpoint or LoRA dir")
-        if model_base is not None and not os.path.isdir(model_base):
-            raise ScoringError(f"--model-base {model_base!r} is not a directory")
-        if is_lora_dir(model_path) and model_base is None:
-            raise ScoringError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR "
-                               "(the LLM it was trained from)")
+        check_checkpoint_paths(model_path, model_base, "Bunny")
 
     def load(self, model_path: str, model_base: Optional[str], device: str,
              attn_implementation: Optional[str] = None) -> LoadedModel:

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from ..devices import default_device, on_accelerator
 from .source import CONFIG_MODEL_TYPES, check_model_type, import_bunny
 
 
@@ -43,19 +44,6 @@ def upstream_model_name(model_path: str, model_base: Optional[str]) -> str:
     return re.sub("lora", "full", name, flags=re.IGNORECASE)  # a merged/pruned dir named *lora*
 
 
-def default_device() -> str:
-    """The current accelerator's device type when there is one (upstream then uses device_map="auto")."""
-    acc = getattr(torch, "accelerator", None)
-    if acc is not None and acc.is_available():
-        return acc.current_accelerator().type
-    return torch.get_default_device().type
-
-
-def _on_accelerator(device: str) -> bool:
-    acc = getattr(torch, "accelerator", None)
-    return acc is not None and acc.is_available() and torch.device(device).type == acc.current_accelerator().type
-
-
 def load_bunny(model_path: str, model_base: Optional[str] = None, model_type: Optional[str] = None,
                device: Optional[str] = None, **kwargs) -> Tuple[object, torch.nn.Module, object, int]:
     """(tokenizer, model, image_processor, context_len) exactly as upstream's loader returns them.
@@ -74,7 +62,7 @@ def load_bunny(model_path: str, model_base: Optional[str] = None, model_type: Op
     name = upstream_model_name(model_path, model_base)
     tokenizer, model, image_processor, context_len = builder.load_pretrained_model(
         model_path, model_base, name, model_type, device=device, **kwargs)
-    if not _on_accelerator(device):
+    if not on_accelerator(device):
         model.to(device=device, dtype=torch.float32)  # also gathers any module the loader left elsewhere
     model.eval()
     return tokenizer, model, image_processor, context_len

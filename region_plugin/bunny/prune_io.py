@@ -14,10 +14,11 @@ import math
 import os
 from typing import List, Optional
 
-from ..pruning.backends import free_memory
+from ..pruning.backends import free_memory, merge_with
+from ..pruning.verify import calibration_records
 from ..pruning.config_edit import register_config_fix
 from ..pruning.errors import PruneError
-from .loading import is_lora_dir, load_bunny
+from .loading import load_bunny
 from .source import CONFIG_MODEL_TYPES
 
 
@@ -45,31 +46,10 @@ def scoring_model_type(config: dict) -> str:
 
 def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None) -> str:
     """The merged checkpoint dir: `model_path` itself, or LoRA dir + base merged by upstream's loader."""
-    import torch
+    def load(path, base):
+        return load_bunny(path, base, _model_type(path), device=device)
 
-    if model_base is None:
-        if is_lora_dir(model_path):
-            raise PruneError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR")
-        return model_path
-    tokenizer, model, _, _ = load_bunny(model_path, model_base, _model_type(model_path), device=device)
-    merged = os.path.join(work_dir, "bunny-merged")
-    model.to(torch.float16)  # upstream's merge script saves the float16 model its loader returns
-    model.save_pretrained(merged, safe_serialization=True)
-    tokenizer.save_pretrained(merged)
-    del model
-    free_memory()
-    return merged
-
-
-def _records(data: Optional[str], image_folder: Optional[str], num_samples: int) -> List[dict]:
-    """Image-text records of --data (checked as region-score checks them), else built-in text-only prompts."""
-    if data:
-        from ..scoring.records import read_records
-
-        return read_records(data, image_folder, num_samples)
-    from ..pruning.verify import BUILTIN_TEXTS
-
-    return [{"conversations": [{"from": "human", "value": t}]} for t in BUILTIN_TEXTS[:num_samples]]
+    return merge_with(load, model_path, model_base, os.path.join(work_dir, "bunny-merged"))
 
 
 def calibration_outputs(model_dir: str, data: Optional[str], image_folder: Optional[str], num_samples: int,
@@ -88,7 +68,7 @@ def calibration_outputs(model_dir: str, data: Optional[str], image_folder: Optio
     tokenizer, model, image_processor, _ = load_bunny(model_dir, None, model_type, device=device)
     out = []
     with torch.inference_mode():
-        for rec in _records(data, image_folder, num_samples):
+        for rec in calibration_records(data, image_folder, num_samples):
             ids = mm.tokenizer_image_token(build_prompt(rec, conv_mode), tokenizer, index, return_tensors="pt")
             ids = ids[None].to(model.device)
             images = None

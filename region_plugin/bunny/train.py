@@ -12,28 +12,13 @@ records and report as `region_plugin.llava.train`; the Bunny source is found as 
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from typing import List, Optional
 
 from ..distributed import init_cpu_distributed
 from ..spec import RegionSpecError
-from ..training import RegionError, RegionRun, argv_value
+from ..training import RegionRun, argv_value
 from .source import BunnySourceError, check_model_type, import_bunny
-
-
-@contextlib.contextmanager
-def installed(upstream, run: RegionRun):
-    """Swap upstream's module globals that `train()` looks up at call time; restore afterwards."""
-    saved = {"find_all_linear_names": upstream.find_all_linear_names, "BunnyTrainer": upstream.BunnyTrainer}
-    try:
-        if run.active:
-            upstream.find_all_linear_names = run.lora_targets
-        upstream.BunnyTrainer = run.trainer_class(saved["BunnyTrainer"])
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(upstream, name, value)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -50,18 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BunnySourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    prog = sys.argv[0]
-    sys.argv = [prog] + rest  # upstream's HfArgumentParser reads sys.argv
-    try:
-        with installed(upstream, run):
-            upstream.train()
-    except RegionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        sys.argv = [prog] + argv
-    run.finish(argv_value(rest, "--output_dir"))
-    return 0
+    return run.run_upstream(upstream, "BunnyTrainer", argv, rest)
 
 
 def cli() -> None:

@@ -14,11 +14,11 @@ from typing import Iterator, List, Optional
 
 import torch
 
-from ..adapters import LoadedModel
+from ..adapters import LoadedModel, check_checkpoint_paths
 from ..scoring.hidden import ScoringBatch
 from ..scoring.metrics import ScoringError
-from ..scoring.records import IMAGE_TOKEN
-from .loading import is_lora_dir, load_llava
+from ..scoring.records import IMAGE_TOKEN, conversation_turns
+from .loading import load_llava
 
 
 @dataclass
@@ -46,14 +46,10 @@ def build_prompt(record: dict, conv_mode: str, use_im_start_end: bool = False) -
         raise ScoringError(f"--conv-mode {conv_mode!r} is not an upstream LLaVA template; choose from "
                            f"{sorted(conv_templates)}")
     conv = conv_templates[conv_mode].copy()
-    turns = [dict(t) for t in record["conversations"]]
-    if "image" in record and not any(IMAGE_TOKEN in t["value"] for t in turns):
-        turns[0]["value"] = f"{IMAGE_TOKEN}\n{turns[0]['value']}"  # as upstream's eval scripts do
-    for turn in turns:
-        value = turn["value"]
+    for is_human, value in conversation_turns(record):
         if use_im_start_end:
             value = value.replace(IMAGE_TOKEN, DEFAULT_IM_START_TOKEN + IMAGE_TOKEN + DEFAULT_IM_END_TOKEN)
-        conv.append_message(conv.roles[0] if turn["from"] == "human" else conv.roles[1], value)
+        conv.append_message(conv.roles[0] if is_human else conv.roles[1], value)
     return conv.get_prompt()
 
 
@@ -111,15 +107,7 @@ class LlavaAdapter:
             if conv_mode not in conv_templates:
                 raise ScoringError(f"--conv-mode {conv_mode!r} is not an upstream LLaVA template; choose from "
                                    f"{sorted(conv_templates)}")
-        if not os.path.isdir(model_path or ""):
-            raise ScoringError(f"--model-path {model_path!r} is not a directory; pass a LLaVA checkpoint or LoRA dir")
-        if not os.path.isfile(os.path.join(model_path, "config.json")):
-            raise ScoringError(f"--model-path {model_path!r} has no config.json; pass a LLaVA checkpoint or LoRA dir")
-        if model_base is not None and not os.path.isdir(model_base):
-            raise ScoringError(f"--model-base {model_base!r} is not a directory")
-        if is_lora_dir(model_path) and model_base is None:
-            raise ScoringError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR "
-                               "(the LLM it was trained from)")
+        check_checkpoint_paths(model_path, model_base, "LLaVA")
 
     def load(self, model_path: str, model_base: Optional[str], device: str,
              attn_implementation: Optional[str] = None) -> LoadedModel:

@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ..devices import default_device, on_accelerator
+
 
 def is_lora_dir(model_path: str) -> bool:
     return os.path.isfile(os.path.join(model_path, "adapter_config.json"))
@@ -31,16 +33,12 @@ def upstream_model_name(model_path: str, model_base: Optional[str]) -> str:
     return name
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_llava(model_path: str, model_base: Optional[str] = None, device: Optional[str] = None,
                **kwargs) -> Tuple[object, torch.nn.Module, object, int]:
     """(tokenizer, model, image_processor, context_len) exactly as upstream's loader returns them.
 
-    Upstream loads float16; on CPU the model is cast back to float32 (fp16 CPU kernels are slow
-    and some are missing). `device` defaults to CUDA when present.
+    Upstream loads float16; off the accelerator the model is cast back to float32 (fp16 host
+    kernels are slow and some are missing). `device` defaults to the accelerator when present.
     """
     from llava.model.builder import load_pretrained_model
 
@@ -50,10 +48,10 @@ def load_llava(model_path: str, model_base: Optional[str] = None, device: Option
         raise FileNotFoundError(f"--model-base {model_base!r} is not a directory")
     device = device or default_device()
     name = upstream_model_name(model_path, model_base)
-    device_map = "auto" if device == "cuda" else device
+    device_map = "auto" if device == "cuda" else device  # upstream's own rule for its device_map
     tokenizer, model, image_processor, context_len = load_pretrained_model(
         model_path, model_base, name, device=device, device_map=device_map, **kwargs)
-    if not str(device).startswith("cuda"):
+    if not on_accelerator(device):
         model.to(device=device, dtype=torch.float32)  # also gathers any module the loader left elsewhere
     model.eval()
     return tokenizer, model, image_processor, context_len

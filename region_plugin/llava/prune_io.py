@@ -10,9 +10,9 @@ import contextlib
 import os
 from typing import List, Optional
 
-from ..pruning.backends import free_memory
-from ..pruning.errors import PruneError
-from .loading import is_lora_dir, load_llava
+from ..pruning.backends import free_memory, merge_with
+from ..pruning.verify import calibration_records
+from .loading import load_llava
 
 # LLaVA model_type -> the word upstream's loader needs in the directory name to build that class.
 NAME_ROUTES = {"llava_mpt": "mpt", "llava_mistral": "mistral"}
@@ -33,31 +33,8 @@ def _quiet_loading():
 
 def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None) -> str:
     """The merged checkpoint dir: `model_path` itself, or LoRA/projector dir + base merged by upstream's loader."""
-    import torch
-
-    if model_base is None:
-        if is_lora_dir(model_path):
-            raise PruneError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR")
-        return model_path
-    tokenizer, model, _, _ = load_llava(model_path, model_base, device=device)
-    merged = os.path.join(work_dir, "llava-merged")
-    model.to(torch.float16)  # upstream's merge script saves the float16 model its loader returns
-    model.save_pretrained(merged, safe_serialization=True)
-    tokenizer.save_pretrained(merged)
-    del model
-    free_memory()
-    return merged
-
-
-def _records(data: Optional[str], image_folder: Optional[str], num_samples: int) -> List[dict]:
-    """Image-text records of --data (checked as region-score checks them), else built-in text-only prompts."""
-    if data:
-        from ..scoring.records import read_records
-
-        return read_records(data, image_folder, num_samples)
-    from ..pruning.verify import BUILTIN_TEXTS
-
-    return [{"conversations": [{"from": "human", "value": t}]} for t in BUILTIN_TEXTS[:num_samples]]
+    return merge_with(lambda path, base: load_llava(path, base, device=device), model_path, model_base,
+                      os.path.join(work_dir, "llava-merged"))
 
 
 def calibration_outputs(model_dir: str, data: Optional[str], image_folder: Optional[str], num_samples: int,
@@ -75,7 +52,7 @@ def calibration_outputs(model_dir: str, data: Optional[str], image_folder: Optio
     from .data import LlavaAdapter, build_prompt
 
     conv_mode = conv_mode or LlavaAdapter.default_conv_mode
-    records = _records(data, image_folder, num_samples)
+    records = calibration_records(data, image_folder, num_samples)
     with _quiet_loading():
         tokenizer, model, image_processor, _ = load_llava(model_dir, None, device=device)
     use_se = bool(getattr(model.config, "mm_use_im_start_end", False))

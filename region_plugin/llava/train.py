@@ -11,27 +11,12 @@ training) and writes `region_report.json` after upstream has saved. Extra flag:
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from typing import List, Optional
 
 from ..distributed import default_attn_implementation, init_cpu_distributed
 from ..spec import RegionSpecError
-from ..training import RegionError, RegionRun, argv_value, pop_flag
-
-
-@contextlib.contextmanager
-def installed(upstream, run: RegionRun):
-    """Swap upstream's module globals that `train()` looks up at call time; restore afterwards."""
-    saved = {"find_all_linear_names": upstream.find_all_linear_names, "LLaVATrainer": upstream.LLaVATrainer}
-    try:
-        if run.active:
-            upstream.find_all_linear_names = run.lora_targets
-        upstream.LLaVATrainer = run.trainer_class(saved["LLaVATrainer"])
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(upstream, name, value)
+from ..training import RegionRun, pop_flag
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -45,18 +30,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     init_cpu_distributed(rest)
     import llava.train.train as upstream  # heavy import only after the spec is known to be good
 
-    prog = sys.argv[0]
-    sys.argv = [prog] + rest  # upstream's HfArgumentParser reads sys.argv
-    try:
-        with installed(upstream, run):
-            upstream.train(attn_implementation=attn or default_attn_implementation())
-    except RegionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        sys.argv = [prog] + argv
-    run.finish(argv_value(rest, "--output_dir"))
-    return 0
+    return run.run_upstream(upstream, "LLaVATrainer", argv, rest,
+                            attn_implementation=attn or default_attn_implementation())
 
 
 def cli() -> None:

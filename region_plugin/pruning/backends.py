@@ -13,7 +13,7 @@ import os
 from typing import List, Optional
 
 from .errors import PruneError
-from .verify import Outputs, calibration_texts, default_device
+from .verify import Outputs, calibration_texts
 
 
 def adapter_for(config: dict):
@@ -26,6 +26,27 @@ def adapter_for(config: dict):
 
 def is_adapter_dir(model_path: str) -> bool:
     return os.path.isfile(os.path.join(model_path, "adapter_config.json"))
+
+
+def merge_with(load, model_path: str, model_base: Optional[str], merged_dir: str) -> str:
+    """`model_path` itself, or (LoRA dir, base) merged by a codebase loader and saved float16.
+
+    `load(model_path, model_base)` returns upstream's (tokenizer, model, processor, ctx); saving its
+    model in float16 is what upstream's merge_lora_weights.py does, for LLaVA and Bunny alike.
+    """
+    if model_base is None:
+        if is_adapter_dir(model_path):
+            raise PruneError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR")
+        return model_path
+    import torch
+
+    tokenizer, model, _, _ = load(model_path, model_base)
+    model.to(torch.float16)
+    model.save_pretrained(merged_dir, safe_serialization=True)
+    tokenizer.save_pretrained(merged_dir)
+    del model
+    free_memory()
+    return merged_dir
 
 
 def free_memory() -> None:
@@ -65,7 +86,9 @@ def calibration_outputs(model_dir: str, data: Optional[str], image_folder: Optio
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dev = torch.device(device) if device else default_device()
+    from ..devices import default_device
+
+    dev = torch.device(device or default_device())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).to(dev).eval()
     out = []

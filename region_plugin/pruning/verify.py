@@ -13,16 +13,6 @@ if TYPE_CHECKING:  # torch is imported only when a model runs
 Outputs = List[Tuple["torch.Tensor", float]]  # per sample: (final hidden states [tokens, hidden], loss)
 
 
-def default_device():
-    """The current accelerator when there is one, else torch's default device."""
-    import torch
-
-    acc = getattr(torch, "accelerator", None)
-    if acc is not None and acc.is_available():
-        return acc.current_accelerator()
-    return torch.get_default_device()
-
-
 def compare(before: Outputs, after: Outputs) -> Dict[str, float]:
     """Mean per-token cosine of final hidden states, and the loss change (after - before)."""
     import torch
@@ -67,6 +57,15 @@ def calibration_texts(data: str | None, num_samples: int) -> Sequence[str]:
     if not texts:
         raise RuntimeError(f"{data}: no usable calibration text")
     return texts
+
+
+def calibration_records(data: str | None, image_folder: str | None, num_samples: int) -> List[dict]:
+    """Image-text records of --data (checked as region-score checks them), else built-in text-only prompts."""
+    if data:
+        from ..scoring.records import read_records
+
+        return read_records(data, image_folder, num_samples)
+    return [{"conversations": [{"from": "human", "value": t}]} for t in BUILTIN_TEXTS[:num_samples]]
 
 
 BUILTIN_TEXTS = (

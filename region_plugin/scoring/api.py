@@ -12,8 +12,7 @@ import sys
 import time
 from typing import Dict, Optional, Sequence
 
-import torch
-
+from ..devices import default_device
 from ..layers import find_decoder_stack
 from ..model_config import layer_count_from_config
 from .hidden import HiddenStateScorer
@@ -46,10 +45,6 @@ def _check_backbone_config(model_cfg: dict, backbone: str) -> None:
         if a is not None and b is not None and a != b:
             raise ScoringError(f"--backbone {backbone!r} has {key}={b} but --model-path has {key}={a}: the weight "
                                "shapes cannot match; pass the LLM the LVLM was trained from")
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def score_checkpoint(model_path: str, model_base: Optional[str] = None, data: Optional[str] = None,

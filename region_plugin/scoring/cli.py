@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--angular-n", type=int, default=1, help="block length n of the angular distance (default 1)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--conv-mode", default=None, help="conversation template (LLaVA default: vicuna_v1)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--device", default=None, help="torch device (default: the accelerator when there is one, else cpu)")
     p.add_argument("--out", required=True, help="output directory (created if missing)")
     p.add_argument("--top", type=int, default=None, help="print the K most important layers as --region_layers")
     p.add_argument("--metric", default=None, help="metric for --top (default: the first of --metrics)")

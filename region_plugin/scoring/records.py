@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List
+from typing import List, Tuple
 
 from .metrics import ScoringError
 
@@ -83,3 +83,15 @@ def read_records(data: str, image_folder: str, num_samples: int, data_flag: str 
         raise ScoringError(f"{image_flag} {image_folder!r} is missing {len(missing)} image(s) named in {data_flag} "
                            f"{data!r}: {listed}; fix the folder or remove those records")
     return chosen
+
+
+def conversation_turns(record: dict) -> List[Tuple[bool, str]]:
+    """(is_human, text) per turn; `<image>` stays where the user put it, else leads the first turn.
+
+    Upstream's eval scripts put the image first when a question has no placeholder; prompt
+    builders of every codebase feed these turns to their own conversation template.
+    """
+    turns = [(t["from"] == "human", t["value"]) for t in record["conversations"]]
+    if "image" in record and turns and not any(IMAGE_TOKEN in text for _, text in turns):
+        turns[0] = (turns[0][0], f"{IMAGE_TOKEN}\n{turns[0][1]}")
+    return turns

@@ -178,19 +178,16 @@ def build_tiny_llava(root: str, num_layers: int = 8, num_samples: int = 24, seed
     return tiny
 
 
-def llava_train_args(tiny: TinyLLaVA, output_dir: str, lora: bool = True, steps: int = 4,
-                     cpu: bool = True) -> List[str]:
-    """Upstream scripts/v1_5/finetune_lora.sh flags, shrunk to the tiny model (and CPU unless cpu=False)."""
+def trainer_flags(output_dir: str, lora: bool, steps: int, cpu: bool,
+                  eval_flag: str = "--evaluation_strategy") -> List[str]:
+    """The training half of upstream's finetune_lora.sh (LLaVA and Bunny share it), shrunk for tiny runs.
+
+    `eval_flag` is transformers' name of the evaluation-strategy argument (renamed in 4.41).
+    """
     args = [
-        "--model_name_or_path", tiny.llm, "--version", "v1",
-        "--data_path", tiny.data, "--image_folder", tiny.image_folder,
-        "--vision_tower", tiny.vision_tower, "--pretrain_mm_mlp_adapter", tiny.projector,
-        "--mm_projector_type", "mlp2x_gelu", "--mm_vision_select_layer", "-2",
-        "--mm_use_im_start_end", "False", "--mm_use_im_patch_token", "False",
-        "--image_aspect_ratio", "pad", "--group_by_modality_length", "True",
         "--bf16", "False", "--output_dir", output_dir, "--num_train_epochs", "1", "--max_steps", str(steps),
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
-        "--gradient_accumulation_steps", "1", "--evaluation_strategy", "no", "--save_strategy", "no",
+        "--gradient_accumulation_steps", "1", eval_flag, "no", "--save_strategy", "no",
         "--learning_rate", "2e-3" if lora else "1e-3", "--weight_decay", "0.", "--warmup_ratio", "0.0",
         "--lr_scheduler_type", "constant", "--logging_steps", "1", "--model_max_length", "256",
         "--gradient_checkpointing", "True", "--dataloader_num_workers", "0", "--lazy_preprocess", "True",
@@ -201,3 +198,16 @@ def llava_train_args(tiny: TinyLLaVA, output_dir: str, lora: bool = True, steps:
     if lora:
         args = ["--lora_enable", "True", "--lora_r", "8", "--lora_alpha", "16", "--mm_projector_lr", "2e-3"] + args
     return args
+
+
+def llava_train_args(tiny: TinyLLaVA, output_dir: str, lora: bool = True, steps: int = 4,
+                     cpu: bool = True) -> List[str]:
+    """Upstream scripts/v1_5/finetune_lora.sh flags, shrunk to the tiny model (and CPU unless cpu=False)."""
+    return [
+        "--model_name_or_path", tiny.llm, "--version", "v1",
+        "--data_path", tiny.data, "--image_folder", tiny.image_folder,
+        "--vision_tower", tiny.vision_tower, "--pretrain_mm_mlp_adapter", tiny.projector,
+        "--mm_projector_type", "mlp2x_gelu", "--mm_vision_select_layer", "-2",
+        "--mm_use_im_start_end", "False", "--mm_use_im_patch_token", "False",
+        "--image_aspect_ratio", "pad", "--group_by_modality_length", "True",
+    ] + trainer_flags(output_dir, lora, steps, cpu)

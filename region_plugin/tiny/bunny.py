@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import List
 
-from . import _corpus, build_data, build_projector
+from . import _corpus, build_data, build_projector, trainer_flags
 
 LLAMA3_SPECIAL = {128000: "<|begin_of_text|>", 128001: "<|end_of_text|>", 128006: "<|start_header_id|>",
                   128007: "<|end_header_id|>", 128009: "<|eot_id|>"}
@@ -192,21 +192,9 @@ def build_bunny_checkpoint(out_dir: str, model_type: str, vision_tower: str, num
 def bunny_train_args(tiny: TinyBunny, output_dir: str, lora: bool = True, steps: int = 4,
                      cpu: bool = True) -> List[str]:
     """Upstream script/train/finetune_lora.sh flags, shrunk to the tiny model (and CPU unless cpu=False)."""
-    args = [
+    return [
         "--model_name_or_path", tiny.llm, "--model_type", tiny.model_type, "--version", tiny.version,
         "--data_path", tiny.data, "--image_folder", tiny.image_folder,
         "--vision_tower", tiny.vision_tower, "--pretrain_mm_mlp_adapter", tiny.projector,
         "--mm_projector_type", "mlp2x_gelu", "--image_aspect_ratio", "pad", "--group_by_modality_length", "False",
-        "--bf16", "False", "--output_dir", output_dir, "--num_train_epochs", "1", "--max_steps", str(steps),
-        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
-        "--gradient_accumulation_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
-        "--learning_rate", "2e-3" if lora else "1e-3", "--weight_decay", "0.", "--warmup_ratio", "0.0",
-        "--lr_scheduler_type", "constant", "--logging_steps", "1", "--model_max_length", "256",
-        "--gradient_checkpointing", "True", "--dataloader_num_workers", "0", "--lazy_preprocess", "True",
-        "--report_to", "none", "--seed", "0",
-    ]
-    if cpu:
-        args += ["--use_cpu", "True"]
-    if lora:
-        args = ["--lora_enable", "True", "--lora_r", "8", "--lora_alpha", "16", "--mm_projector_lr", "2e-3"] + args
-    return args
+    ] + trainer_flags(output_dir, lora, steps, cpu, eval_flag="--eval_strategy")

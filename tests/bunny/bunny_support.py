@@ -13,16 +13,14 @@ the fixtures plugin, so pytest can still rewrite the plugin's asserts).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import read_json, run_cli as run_py  # noqa: F401 - shared with the LLaVA tests
 from region_plugin.bunny.source import ENV_VAR, HOW_TO_GET, SUBMODULE, is_bunny_source
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,14 +68,6 @@ def require_bunny() -> Path:
     pytest.skip(reason, allow_module_level=True)
 
 
-def run_py(args, env=None, timeout=600, cwd=None):
-    """Run the test interpreter on `args`; CompletedProcess with stdout/stderr captured."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                "WANDB_DISABLED": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          env=full_env, cwd=cwd)
-
-
 def tail(proc, n=4000) -> str:
     return f"rc={proc.returncode}\n--- stdout\n{proc.stdout[-n:]}\n--- stderr\n{proc.stderr[-n:]}"
 
@@ -99,11 +89,6 @@ def train_bunny(tiny, out_dir, region=None, lora=True, extra=()):
     proc = run_py(args)
     assert proc.returncode == 0, f"training failed:\n{tail(proc, 6000)}"
     return proc
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def layer_of(key: str):

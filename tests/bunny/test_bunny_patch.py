@@ -6,21 +6,15 @@ pytest_plugins = ["bunny_fixtures"]
 
 import re  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from bunny_support import REPO, read_json, run_py, tail  # noqa: E402
+from conftest import git_am_onto  # noqa: E402
 from region_plugin.tiny.bunny import bunny_train_args  # noqa: E402
 
 PATCHES = sorted((REPO / "patches" / "bunny").glob("*.patch"))
-
-
-def _git(cwd, *args):
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(cwd)}
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +23,7 @@ def patched_bunny(tmp_path_factory):
     fork = tmp_path_factory.mktemp("bunny-fork")
     for part in ("bunny", "script"):
         shutil.copytree(BUNNY_SRC / part, fork / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    assert _git(fork, "init", "-q").returncode == 0
-    _git(fork, "add", "-A")
-    assert _git(fork, "commit", "-qm", "upstream").returncode == 0
-    proc = _git(fork, "am", *map(str, PATCHES))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    git_am_onto(fork, PATCHES)
     return fork
 
 
