@@ -17,6 +17,8 @@ from typing import Any, Iterator, List, Optional, Protocol
 
 import torch
 
+from .model_config import codebase_of
+
 
 @dataclass
 class LoadedModel:
@@ -60,15 +62,6 @@ def check_checkpoint_paths(model_path: str, model_base: Optional[str], codebase:
     if os.path.isfile(os.path.join(model_path, "adapter_config.json")) and model_base is None:
         raise ScoringError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR "
                            "(the LLM it was trained from)")
-
-
-def codebase_of(config: Optional[dict]) -> Optional[str]:
-    """"llava" or "bunny" from config.json's model_type ("llava_llama", "bunny-phi", ...); None if neither.
-
-    Every tool asks this one function, so a checkpoint never needs to be told what it is.
-    """
-    model_type = str((config or {}).get("model_type") or "")
-    return next((name for name in ("llava", "bunny") if model_type.startswith(name)), None)
 
 
 def get_adapter(model_type: Optional[str] = None, config: Optional[dict] = None) -> ScoringAdapter:

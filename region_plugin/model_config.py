@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Optional
 
 # Names of the decoder-depth field across the architectures LLaVA and Bunny wrap.
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layers", "n_layer", "num_layers")
@@ -41,3 +42,12 @@ def read_num_layers(model_path: str, flag: str = "--model_name_or_path") -> int:
     except Exception as e:  # noqa: BLE001 - name the flag, keep the cause
         raise ValueError(f"{flag} {model_path!r} is neither a local directory nor a readable hub id: {e}") from e
     return layer_count_from_config(cfg.to_dict(), model_path)
+
+
+def codebase_of(config: Optional[dict]) -> Optional[str]:
+    """"llava" or "bunny" from config.json's model_type ("llava_llama", "bunny-phi", ...); None if neither.
+
+    Every tool asks this one function, so a checkpoint never needs to be told what it is.
+    """
+    model_type = str((config or {}).get("model_type") or "")
+    return next((name for name in ("llava", "bunny") if model_type.startswith(name)), None)

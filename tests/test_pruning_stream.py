@@ -174,3 +174,18 @@ def test_plain_peft_adapter_is_merged_before_pruning(tiny_llama_sharded, tmp_pat
     assert not torch.equal(expected["model.layers.2.self_attn.q_proj.weight"],
                            load_all(str(tiny_llama_sharded))[0]["model.layers.2.self_attn.q_proj.weight"])
     assert not any("lora" in k for k in got)
+
+
+def test_safetensors_rewrite_never_imports_torch(tiny_llama_sharded, tmp_path):
+    """The streamed rewrite holds about one tensor; importing torch alone would dwarf a small shard."""
+    from conftest import run_cli
+
+    out = tmp_path / "tiny-llama-pruned-no-torch"
+    code = ("import sys; from region_plugin.pruning.cli import main; "
+            f"rc = main(['--model-path', {str(tiny_llama_sharded)!r}, '--out', {str(out)!r}, '--mode', 'global', "
+            "'--layers', '2,5', '--no-verify']); "
+            "torch_modules = [m for m in sys.modules if m.split('.')[0] == 'torch']; print(torch_modules[:5]); "
+            "sys.exit(rc or (3 if torch_modules else 0))")
+    proc = run_cli(["-c", code])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "model.safetensors.index.json").is_file()

@@ -12,14 +12,13 @@ import importlib
 import os
 from typing import List, Optional
 
+from ..model_config import codebase_of
 from .errors import PruneError
 from .verify import Outputs, calibration_texts
 
 
 def adapter_for(config: dict):
-    """The codebase's prune_io module (region_plugin.adapters.codebase_of decides), else this module."""
-    from ..adapters import codebase_of
-
+    """The codebase's prune_io module (`codebase_of` decides), else this module."""
     codebase = codebase_of(config)
     return importlib.import_module(f"region_plugin.{codebase}.prune_io" if codebase else __name__)
 
