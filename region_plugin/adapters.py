@@ -17,7 +17,7 @@ from typing import Any, Iterator, List, Optional, Protocol
 
 import torch
 
-from .model_config import codebase_of
+from .model_config import codebase_of, is_lora_dir
 
 
 @dataclass
@@ -59,7 +59,7 @@ def check_checkpoint_paths(model_path: str, model_base: Optional[str], codebase:
         raise ScoringError(f"--model-path {model_path!r} has no config.json; {what}")
     if model_base is not None and not os.path.isdir(model_base):
         raise ScoringError(f"--model-base {model_base!r} is not a directory")
-    if os.path.isfile(os.path.join(model_path, "adapter_config.json")) and model_base is None:
+    if is_lora_dir(model_path) and model_base is None:
         raise ScoringError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR "
                            "(the LLM it was trained from)")
 

@@ -44,6 +44,11 @@ def read_num_layers(model_path: str, flag: str = "--model_name_or_path") -> int:
     return layer_count_from_config(cfg.to_dict(), model_path)
 
 
+def is_lora_dir(model_path: str) -> bool:
+    """A peft adapter dir (adapter_config.json): loaders need the base LLM beside it."""
+    return os.path.isfile(os.path.join(model_path, "adapter_config.json"))
+
+
 def codebase_of(config: Optional[dict]) -> Optional[str]:
     """"llava" or "bunny" from config.json's model_type ("llava_llama", "bunny-phi", ...); None if neither.
 

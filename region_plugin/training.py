@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-
 import time
 from typing import List, Optional, Sequence, Tuple
 

@@ -15,11 +15,8 @@ from typing import Optional, Tuple
 import torch
 
 from ..devices import default_device, on_accelerator
+from ..model_config import is_lora_dir
 from .source import CONFIG_MODEL_TYPES, check_model_type, import_bunny
-
-
-def is_lora_dir(model_path: str) -> bool:
-    return os.path.isfile(os.path.join(model_path, "adapter_config.json"))
 
 
 def model_type_from_config(model_path: str) -> Optional[str]:

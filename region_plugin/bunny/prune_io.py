@@ -9,16 +9,15 @@ kept layer's function only if `scale_depth` shrinks with sqrt(depth).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import List, Optional
 
 from ..pruning.backends import free_memory, merge_with
-from ..pruning.verify import calibration_records
 from ..pruning.config_edit import register_config_fix
 from ..pruning.errors import PruneError
-from .loading import load_bunny
+from ..pruning.verify import calibration_records
+from .loading import load_bunny, model_type_from_config
 from .source import CONFIG_MODEL_TYPES
 
 
@@ -31,16 +30,10 @@ register_config_fix("bunny-minicpm", _minicpm_scale_depth)
 
 
 def _model_type(model_dir: str) -> str:
-    with open(os.path.join(model_dir, "config.json")) as f:
-        return scoring_model_type(json.load(f))
-
-
-def scoring_model_type(config: dict) -> str:
-    """The region-score `--model-type` for this checkpoint (region-prune scores with --data through it)."""
-    model_type = CONFIG_MODEL_TYPES.get(str(config.get("model_type")))
+    """Bunny's --model_type for a saved checkpoint, read from its config.json."""
+    model_type = model_type_from_config(model_dir)
     if model_type is None:
-        raise PruneError(f"config.json model_type {config.get('model_type')!r} is not one of Bunny's "
-                         f"({', '.join(CONFIG_MODEL_TYPES)})")
+        raise PruneError(f"{model_dir}/config.json: model_type is not one of Bunny's ({', '.join(CONFIG_MODEL_TYPES)})")
     return model_type
 
 

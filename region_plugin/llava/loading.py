@@ -12,10 +12,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..devices import default_device, on_accelerator
-
-
-def is_lora_dir(model_path: str) -> bool:
-    return os.path.isfile(os.path.join(model_path, "adapter_config.json"))
+from ..model_config import is_lora_dir
 
 
 def upstream_model_name(model_path: str, model_base: Optional[str]) -> str:

@@ -12,7 +12,7 @@ import importlib
 import os
 from typing import List, Optional
 
-from ..model_config import codebase_of
+from ..model_config import codebase_of, is_lora_dir
 from .errors import PruneError
 from .verify import Outputs, calibration_texts
 
@@ -23,10 +23,6 @@ def adapter_for(config: dict):
     return importlib.import_module(f"region_plugin.{codebase}.prune_io" if codebase else __name__)
 
 
-def is_adapter_dir(model_path: str) -> bool:
-    return os.path.isfile(os.path.join(model_path, "adapter_config.json"))
-
-
 def merge_with(load, model_path: str, model_base: Optional[str], merged_dir: str) -> str:
     """`model_path` itself, or (LoRA dir, base) merged by a codebase loader and saved float16.
 
@@ -34,7 +30,7 @@ def merge_with(load, model_path: str, model_base: Optional[str], merged_dir: str
     model in float16 is what upstream's merge_lora_weights.py does, for LLaVA and Bunny alike.
     """
     if model_base is None:
-        if is_adapter_dir(model_path):
+        if is_lora_dir(model_path):
             raise PruneError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR")
         return model_path
     import torch
@@ -60,7 +56,7 @@ def free_memory() -> None:
 
 def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None) -> str:
     """A merged checkpoint dir: the input itself, or a peft adapter merged into --model-base."""
-    if not is_adapter_dir(model_path):
+    if not is_lora_dir(model_path):
         return model_path
     if model_base is None:
         raise PruneError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_DIR")

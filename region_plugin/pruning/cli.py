@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from ..spec import RegionSpecError, load_layer_scores, parse_region_layers
-from .backends import adapter_for, is_adapter_dir
+from ..model_config import is_lora_dir
+from .backends import adapter_for
 from .choose import MODES, candidate_layers, lowest_scoring, parse_layer_list, validate_explicit, validate_num_prune
 from .config_edit import depth_holder
 from .errors import PruneError
@@ -65,7 +66,7 @@ def _check_dirs(args) -> None:
             raise PruneError(f"{flag} {path!r} does not exist")
     if args.data and not args.image_folder:
         raise PruneError("--data needs --image-folder (the folder its \"image\" entries are relative to)")
-    if is_adapter_dir(args.model_path) and args.model_base is None:
+    if is_lora_dir(args.model_path) and args.model_base is None:
         raise PruneError(f"--model-path {args.model_path!r} is a LoRA adapter dir: pass --model-base BASE_DIR "
                          "(it is merged first; a LoRA dir is never pruned in place)")
     check_out(args.out, args.overwrite, [args.model_path, args.model_base])
