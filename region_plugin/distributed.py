@@ -1,26 +1,53 @@
-"""Launch helpers shared by the codebase adapters."""
+"""Launch helpers shared by the codebase adapters: make upstream's DeepSpeed/DDP path start anywhere."""
 from __future__ import annotations
 
 import os
+import socket
 from typing import Optional, Sequence
 
 import torch
 
+from .devices import default_device, has_accelerator
 
-def init_cpu_distributed(argv: Sequence[str]) -> None:
-    """Under torchrun/deepspeed without CUDA, create the gloo process group before HF reads it.
 
-    accelerate 0.2x otherwise assumes nccl under DeepSpeed; with CUDA present nothing is done.
+def _has_flag(argv: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare_launch(argv: Sequence[str]) -> None:
+    """Set up what upstream's Trainer expects from a launcher, before transformers/accelerate build state.
+
+    * `--deepspeed` without a launcher (`python -m ...`): DeepSpeed would look for MPI; give it the
+      single-process rendezvous `deepspeed`/`torchrun` would have set.
+    * No accelerator: accelerate 0.2x calls `torch.cuda.set_device` under DeepSpeed (a CPU build has
+      no `_cuda_setDevice`) unless told the device with ACCELERATE_TORCH_DEVICE; and the process
+      group must be gloo (created here, before HF reads it, or Trainer sees one process).
+    With an accelerator nothing but the rendezvous default is touched.
     """
-    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    deepspeed = _has_flag(argv, "--deepspeed")
+    if deepspeed and "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    if has_accelerator():
         return
-    if not any(a == "--deepspeed" or a.startswith("--deepspeed=") for a in argv):
+    distributed = deepspeed or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not distributed:
         return
-    if torch.distributed.is_initialized():
-        return
-    import deepspeed
+    os.environ.setdefault("ACCELERATE_TORCH_DEVICE", default_device())
+    if torch.distributed.is_available() and not torch.distributed.is_initialized():
+        if deepspeed:
+            import deepspeed as ds
 
-    deepspeed.init_distributed(dist_backend="gloo")
+            ds.init_distributed(dist_backend="gloo")
+        else:
+            torch.distributed.init_process_group(backend="gloo")
 
 
 def default_attn_implementation() -> Optional[str]:

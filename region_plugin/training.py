@@ -9,6 +9,8 @@ for a `train.py` module that looks both names up at call time, as LLaVA's and Bu
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import sys
 import time
 from typing import List, Optional, Sequence, Tuple
@@ -16,6 +18,10 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .checkpoints import (complete_checkpoint, last_checkpoint, non_lora_trainables, recorded_region,
+                          restore_non_lora_trainables)
+from .compat import (drop_empty_param_groups, integer_zero_buckets, peft_deepspeed_resume, rng_state_loading,
+                     save_checkpoint_shim)
 from .distributed import align_zero3_dtypes
 
 from .layers import (DecoderStack, config_num_layers, find_decoder_stack, lora_module_layers,
@@ -23,6 +29,23 @@ from .layers import (DecoderStack, config_num_layers, find_decoder_stack, lora_m
 from .model_config import read_num_layers
 from .report import REPORT_NAME, build_report, format_report, is_main_process, write_json_atomic
 from .spec import FLAG, RegionSpecError, format_layers, parse_region_layers
+
+
+def seed_before_model_build(argv: Sequence[str]) -> None:
+    """Apply `--seed` (default 42, as TrainingArguments) before upstream builds the model.
+
+    Upstream creates the projector and the LoRA weights before the Trainer calls `set_seed`, so
+    without this two runs of the same command (or a run and its resumed twin, or ZeRO-2 vs ZeRO-3)
+    start from different random LoRA/projector weights.
+    """
+    from transformers import set_seed
+
+    value = argv_value(argv, "--seed")
+    try:
+        seed = int(value) if value is not None else 42
+    except ValueError:
+        raise RegionSpecError(f"--seed {value!r}: expected an integer") from None
+    set_seed(seed)
 
 
 class RegionError(RuntimeError):
@@ -64,8 +87,33 @@ def argv_value(argv: Sequence[str], flag: str) -> Optional[str]:
     return value
 
 
-def _truthy(value: Optional[str]) -> bool:
-    return value is not None and value.lower() in ("true", "1", "yes", "y")
+TRUE_WORDS, FALSE_WORDS = ("yes", "true", "t", "y", "1"), ("no", "false", "f", "n", "0")
+
+
+def flag_bool(argv: Sequence[str], flag: str) -> bool:
+    """A boolean upstream flag as HfArgumentParser reads it: bare `--flag` is True, last one wins."""
+    value = False
+    for i, arg in enumerate(argv):
+        if arg.startswith(flag + "="):
+            word = arg.split("=", 1)[1]
+        elif arg == flag:
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            word = "true" if nxt is None or nxt.startswith("--") else nxt
+        else:
+            continue
+        if word.lower() not in TRUE_WORDS + FALSE_WORDS:
+            raise RegionSpecError(f"{flag} {word!r}: expected True or False")
+        value = word.lower() in TRUE_WORDS
+    return value
+
+
+def check_report_to(argv: Sequence[str]) -> None:
+    """`--report_to wandb` (upstream's LLaVA recipe) needs wandb; say so before any weights load."""
+    value = argv_value(argv, "--report_to")
+    for name in (value or "").replace(",", " ").split():
+        if name not in ("none", "all") and importlib.util.find_spec(name) is None:
+            raise RegionSpecError(f"--report_to {value}: the {name!r} package is not installed in this "
+                                  f"environment; `pip install {name}` or pass --report_to none")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -85,6 +133,7 @@ class RegionRun:
         self.train_seconds = 0.0
         self.started = time.time()
         self.lora_modules = 0
+        self.command: Optional[List[str]] = None  # our own argv (for the report), set by run_upstream
 
     # ---------------------------------------------------------------- before weights load
     @classmethod
@@ -111,11 +160,35 @@ class RegionRun:
     def from_argv(cls, argv: Sequence[str], model_flag: str = "--model_name_or_path",
                   conflicting_flags: Sequence[str] = ("--tune_mm_mlp_adapter", "--freeze_backbone"),
                   ) -> Tuple["RegionRun", List[str]]:
-        """Pop and validate `--region_layers` from an upstream command line; return (run, the rest)."""
+        """Pop and validate `--region_layers` from an upstream command line; return (run, the rest).
+
+        Also refused here, before any weights load: a resume (upstream resumes whenever
+        `--output_dir` holds `checkpoint-*`) whose checkpoint was trained with another region.
+        """
         spec, rest = pop_flag(argv, FLAG)
-        conflicts = {flag: _truthy(argv_value(rest, flag)) for flag in conflicting_flags}
+        conflicts = {flag: flag_bool(rest, flag) for flag in conflicting_flags}
+        check_report_to(rest)
         model_path = argv_value(rest, model_flag) if spec is not None else None
-        return cls.from_spec(spec, model_path, model_flag, conflicts), rest
+        run = cls.from_spec(spec, model_path, model_flag, conflicts)
+        run.check_resume(argv_value(rest, "--output_dir"))
+        return run, rest
+
+    def check_resume(self, output_dir: Optional[str]) -> None:
+        """Refuse to resume a checkpoint trained on another region: its adapter and optimizer would not fit."""
+        checkpoint = last_checkpoint(output_dir)
+        if checkpoint is None:
+            return
+        trained = recorded_region(checkpoint)
+        if trained != self.layers:
+            def name(layers):
+                return f"layers {format_layers(layers)}" if layers else "all layers"
+
+            raise RegionSpecError(
+                f"--output_dir {output_dir!r} holds {os.path.basename(checkpoint)}, trained on {name(trained)}, "
+                f"and upstream resumes from it; this run asks for {name(self.layers)}"
+                f"{f' ({FLAG} {self.spec})' if self.spec else ''}. Resume with the same {FLAG}, or choose a "
+                "new --output_dir")
+        log(f"resuming from {checkpoint} ({'layers ' + format_layers(trained) if trained else 'all layers'})")
 
     @property
     def active(self) -> bool:
@@ -156,6 +229,8 @@ class RegionRun:
                 if got != self.layers:
                     raise RegionError(f"after freezing, trainable decoder layers are {got}, expected {self.layers}")
             base.config.region_layers = list(self.layers)
+        elif hasattr(unwrap(model).config, "region_layers"):  # a base that was region-trained before
+            del unwrap(model).config.region_layers
         self.params = parameter_breakdown(model)
         if self.num_layers is None:
             self.num_layers = config_num_layers(unwrap(model).config)
@@ -179,10 +254,14 @@ class RegionRun:
             cfg.layers_pattern = stack.pattern
 
     def trainer_class(self, base_cls: type) -> type:
-        """Subclass of the upstream Trainer that prepares the model and times `train()`."""
-        run = self
+        """Subclass of the upstream Trainer: prepares the model, times `train()`, and makes checkpoints whole.
 
-        class RegionTrainer(base_cls):
+        `compat.save_checkpoint_shim` sits between `base_cls` and `transformers.Trainer` in the MRO.
+        """
+        run = self
+        hf_trainer = next(c for c in base_cls.__mro__ if c.__name__ == "Trainer" and c.__module__.startswith("transformers"))
+
+        class RegionTrainer(base_cls, save_checkpoint_shim(hf_trainer)):
             def __init__(self, *args, **kwargs):
                 model = kwargs.get("model", args[0] if args else None)
                 run.prepare(model, lora=hasattr(model, "peft_config"))
@@ -200,6 +279,33 @@ class RegionRun:
                 finally:
                     run.train_seconds += time.perf_counter() - t0
 
+            def create_optimizer(self):
+                optimizer = super().create_optimizer()
+                dropped = drop_empty_param_groups(self.optimizer)
+                if dropped:
+                    log(f"dropped {dropped} empty optimizer parameter group(s) before DeepSpeed/the LR scheduler see them")
+                return optimizer
+
+            def _load_rng_state(self, checkpoint):
+                with rng_state_loading():
+                    return super()._load_rng_state(checkpoint)
+
+            def _save_checkpoint(self, model, trial, metrics=None):
+                super()._save_checkpoint(model, trial, metrics=metrics)
+                if not hasattr(self.model, "peft_config") or getattr(self.args, "tune_mm_mlp_adapter", False):
+                    return  # full tuning saves config.json itself; stage 1 saves mm_projector.bin
+                state = non_lora_trainables(self.model)  # collective under ZeRO-3
+                if self.args.should_save:
+                    folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+                    complete_checkpoint(folder, unwrap(self.model).config, state)
+
+            def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+                super()._load_from_checkpoint(resume_from_checkpoint, model)
+                if hasattr(self.model, "peft_config"):  # the adapter is back; the projector is not
+                    names = restore_non_lora_trainables(model or self.model, resume_from_checkpoint)
+                    if names:
+                        log(f"restored {len(names)} non-LoRA trainable tensors from {resume_from_checkpoint}")
+
         RegionTrainer.__name__ = RegionTrainer.__qualname__ = f"Region{base_cls.__name__}"
         return RegionTrainer
 
@@ -213,7 +319,8 @@ class RegionRun:
             if self.active:
                 upstream.find_all_linear_names = self.lora_targets
             setattr(upstream, trainer_attr, self.trainer_class(saved[trainer_attr]))
-            yield
+            with integer_zero_buckets(), peft_deepspeed_resume():
+                yield
         finally:
             for name, value in saved.items():
                 setattr(upstream, name, value)
@@ -223,17 +330,27 @@ class RegionRun:
         """Run `upstream.train(**train_kwargs)` on the command line `rest` with the region installed.
 
         Returns the exit code (2 on a RegionError) and writes the cost report after upstream saved.
+        A run in which upstream never built its Trainer through our hook (upstream changed) fails:
+        the region would silently not apply.
         """
-        prog = sys.argv[0]
-        sys.argv = [prog, *rest]  # upstream's HfArgumentParser reads sys.argv
+        log(f"upstream {upstream.__name__}: {upstream.__file__}")
+        real_argv = sys.argv
+        self.command = [os.path.basename(real_argv[0]) if real_argv else "train", *argv]
+        sys.argv = [real_argv[0] if real_argv else "train", *rest]  # upstream's HfArgumentParser reads sys.argv
+        seed_before_model_build(rest)
         try:
             with self.installed(upstream, trainer_attr):
                 upstream.train(**train_kwargs)
+            if self.params is None:
+                raise RegionError(f"upstream {upstream.__name__}.train() finished without building its Trainer "
+                                  f"through {trainer_attr}: the plugin's hooks never ran, so "
+                                  f"{'the region was not applied' if self.active else 'nothing was recorded'} "
+                                  "(upstream code changed?)")
         except RegionError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         finally:
-            sys.argv = [prog, *argv]
+            sys.argv = real_argv
         self.finish(argv_value(rest, "--output_dir"))
         return 0
 
@@ -243,9 +360,8 @@ class RegionRun:
             return None
         report = build_report(self.layers, self.num_layers, self.params, self.train_seconds,
                               time.time() - self.started, self.mode, spec=self.spec,
-                              lora_modules=self.lora_modules)
+                              lora_modules=self.lora_modules, command=self.command or list(sys.argv))
         if is_main_process():
-            import os
             write_json_atomic(os.path.join(output_dir, REPORT_NAME), report)
             print(format_report(report), flush=True)
         return report

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-from ..distributed import init_cpu_distributed
+from ..distributed import prepare_launch
 from ..spec import RegionSpecError
 from ..training import RegionRun, argv_value
 from .source import BunnySourceError, check_model_type, import_bunny
@@ -29,7 +29,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (RegionSpecError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    init_cpu_distributed(rest)
+    prepare_launch(rest)
     try:  # heavy import only after the spec is known to be good
         upstream = import_bunny("bunny.train.train")
     except BunnySourceError as e:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-from ..distributed import default_attn_implementation, init_cpu_distributed
+from ..distributed import default_attn_implementation, prepare_launch
 from ..spec import RegionSpecError
 from ..training import RegionRun, pop_flag
 
@@ -27,7 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (RegionSpecError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    init_cpu_distributed(rest)
+    prepare_launch(rest)
     import llava.train.train as upstream  # heavy import only after the spec is known to be good
 
     return run.run_upstream(upstream, "LLaVATrainer", argv, rest,
