@@ -4,7 +4,8 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from conftest import HELPERS, run_cli
+from conftest import run_cli
+from region_plugin.run_upstream import script_command
 
 
 def _load(lora_dir, base):
@@ -49,10 +50,11 @@ def test_upstream_loader_merges_only_region_layers(lora_region_run, tiny):
 def test_upstream_model_vqa_loader_answers(lora_region_run, tiny, tmp_path):
     out, _ = lora_region_run
     answers = tmp_path / "answers.jsonl"
-    proc = run_cli([str(HELPERS / "cpu_eval_shim.py"), "llava.eval.model_vqa_loader",
-                    "--model-path", str(out), "--model-base", tiny.llm, "--image-folder", tiny.image_folder,
-                    "--question-file", tiny.questions, "--answers-file", str(answers),
-                    "--conv-mode", "vicuna_v1", "--temperature", "0", "--max_new_tokens", "8"])
+    proc = run_cli(script_command("llava.eval.model_vqa_loader",
+                                  "--model-path", out, "--model-base", tiny.llm, "--image-folder", tiny.image_folder,
+                                  "--question-file", tiny.questions, "--answers-file", answers,
+                                  "--conv-mode", "vicuna_v1", "--temperature", "0", "--max_new_tokens", "8",
+                                  device="cpu"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(line) for line in answers.read_text().splitlines()]
     assert [r["question_id"] for r in rows] == [0, 1]

@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import HELPERS, run_cli
+from conftest import run_cli
+from region_plugin.run_upstream import script_command
 from region_plugin.pruning.cli import main
 from test_pruning_stream import leftovers, tree_digest
 
@@ -47,10 +48,11 @@ def image_batch(tiny, tokenizer, image_processor, model):
 
 def vqa_answers(model_dir, tiny, tmp_path):
     answers = tmp_path / "answers.jsonl"
-    proc = run_cli([str(HELPERS / "cpu_eval_shim.py"), "llava.eval.model_vqa_loader",
-                    "--model-path", str(model_dir), "--image-folder", tiny.image_folder,
-                    "--question-file", tiny.questions, "--answers-file", str(answers),
-                    "--conv-mode", "vicuna_v1", "--temperature", "0", "--max_new_tokens", "6"])
+    proc = run_cli(script_command("llava.eval.model_vqa_loader",
+                                  "--model-path", model_dir, "--image-folder", tiny.image_folder,
+                                  "--question-file", tiny.questions, "--answers-file", answers,
+                                  "--conv-mode", "vicuna_v1", "--temperature", "0", "--max_new_tokens", "6",
+                                  device="cpu"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads(line) for line in answers.read_text().splitlines()]
 
