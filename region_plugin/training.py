@@ -57,6 +57,38 @@ def log(*args) -> None:
         print("[region_plugin]", *args, flush=True)
 
 
+def print_error(error: Exception) -> None:
+    """One `error:` line for the whole job (rank 0 only), as the exit-2 contract promises."""
+    if is_main_process():
+        print(f"error: {error}", file=sys.stderr, flush=True)
+
+
+REGION_HELP = (f"{FLAG} SPEC", "train only these LLM decoder layers (the visual region): '0,4,8,12,18,22,26,30', "
+               "'0-3,28-31', 'uniform:8', '25%', or 'top:K:METRIC:scores.json' (region-score); checked "
+               "against --model_name_or_path's config.json before any weights load")
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    return any(a in ("-h", "--help") for a in argv)
+
+
+def show_help(upstream, extra: Sequence[Tuple[str, str]] = ()) -> int:
+    """The plugin's own flags, then upstream's `--help` exactly as its HfArgumentParser prints it."""
+    print("region_plugin options (read before upstream's parser sees the command line):")
+    for flag, text in [REGION_HELP, *extra]:
+        print(f"  {flag}\n      {text}")
+    print(f"\nupstream {upstream.__name__} ({upstream.__file__}) options:", flush=True)
+    real = sys.argv
+    sys.argv = [real[0] if real else "train", "--help"]
+    try:
+        upstream.train()
+    except SystemExit as e:
+        return int(e.code or 0)
+    finally:
+        sys.argv = real
+    return 0
+
+
 def pop_flag(argv: Sequence[str], flag: str) -> Tuple[Optional[str], List[str]]:
     """Remove `flag VALUE` / `flag=VALUE` from argv; return (VALUE or None, remaining argv)."""
     rest, value, i = [], None, 0
@@ -189,6 +221,27 @@ class RegionRun:
                 f"{f' ({FLAG} {self.spec})' if self.spec else ''}. Resume with the same {FLAG}, or choose a "
                 "new --output_dir")
         log(f"resuming from {checkpoint} ({'layers ' + format_layers(trained) if trained else 'all layers'})")
+
+    @classmethod
+    def for_fork(cls, spec: Optional[str], model_path: Optional[str], output_dir: Optional[str],
+                 conflicts: Optional[dict] = None) -> Optional["RegionRun"]:
+        """What a patched upstream `train.py` calls (patches/): None without a spec, else a checked run.
+
+        A bad spec or a resume with another region exits 2 with one line, as the plugin's entry point
+        does; the stack fixes of `compat` stay on for the rest of this (training) process.
+        """
+        if spec is None:
+            return None
+        try:
+            run = cls.from_spec(spec, model_path, conflicts=conflicts)
+            run.check_resume(output_dir)
+        except (RegionSpecError, ValueError, OSError) as e:
+            print_error(e)
+            sys.exit(2)
+        run._fixes = contextlib.ExitStack()
+        run._fixes.enter_context(integer_zero_buckets())
+        run._fixes.enter_context(peft_deepspeed_resume())
+        return run
 
     @property
     def active(self) -> bool:
@@ -347,7 +400,7 @@ class RegionRun:
                                   f"{'the region was not applied' if self.active else 'nothing was recorded'} "
                                   "(upstream code changed?)")
         except RegionError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print_error(e)
             return 2
         finally:
             sys.argv = real_argv

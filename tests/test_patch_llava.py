@@ -25,7 +25,7 @@ def patched_llava(tmp_path_factory):
 def test_patch_applies_and_adds_flag_and_script(patched_llava):
     assert PATCHES, "patches/llava/*.patch missing"
     train_py = (patched_llava / "llava" / "train" / "train.py").read_text()
-    assert "region_layers: Optional[str]" in train_py and "RegionRun.from_spec" in train_py
+    assert "region_layers: Optional[str]" in train_py and "RegionRun.for_fork" in train_py
     script = (patched_llava / "scripts" / "v1_5" / "finetune_region_lora.sh").read_text()
     assert "--region_layers 25%" in script and "llava/train/train_mem.py" in script
 
@@ -47,6 +47,21 @@ def test_patched_trainer_rejects_bad_spec_before_loading(patched_llava, tiny, tm
     env = {"PYTHONPATH": f"{patched_llava}:{REPO}"}
     proc = run_cli([str(patched_llava / "llava" / "train" / "train.py"),
                     *llava_train_args(tiny, str(tmp_path / "o")), "--region_layers", "0,8"], env=env)
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # the same contract as the plugin's entry point: exit 2, one line
     assert "--region_layers '0,8': layer 8 is out of range" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
     assert "Adding LoRA" not in proc.stdout
+
+
+def test_patched_train_py_help_lists_region_layers(patched_llava):
+    proc = run_cli([str(patched_llava / "llava" / "train" / "train.py"), "--help"],
+                   env={"PYTHONPATH": f"{patched_llava}:{REPO}"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--region_layers" in proc.stdout and "25%" in proc.stdout
+
+
+def test_plugin_help_lists_region_layers_then_upstreams():
+    proc = run_cli(["-m", "region_plugin.llava.train", "--help"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.index("--region_layers SPEC") < out.index("--model_name_or_path") and "--attn_implementation" in out

@@ -16,16 +16,23 @@ from typing import List, Optional
 
 from ..distributed import default_attn_implementation, prepare_launch
 from ..spec import RegionSpecError
-from ..training import RegionRun, pop_flag
+from ..training import RegionRun, pop_flag, print_error, show_help, wants_help
+
+EXTRA_HELP = ("--attn_implementation IMPL", "eager, sdpa or flash_attention_2 for the LLM (default: "
+              "flash_attention_2 with CUDA + flash-attn, as upstream's train_mem.py; else transformers' default)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(argv):
+        import llava.train.train as upstream
+
+        return show_help(upstream, [EXTRA_HELP])
     try:
         run, rest = RegionRun.from_argv(argv)
         attn, rest = pop_flag(rest, "--attn_implementation")
     except (RegionSpecError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error(e)
         return 2
     prepare_launch(rest)
     import llava.train.train as upstream  # heavy import only after the spec is known to be good

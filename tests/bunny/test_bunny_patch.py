@@ -30,10 +30,11 @@ def patched_bunny(tmp_path_factory):
 def test_patch_applies_and_adds_flag_and_script(patched_bunny):
     assert PATCHES, "patches/bunny/*.patch missing"
     train_py = (patched_bunny / "bunny" / "train" / "train.py").read_text()
-    assert "region_layers: Optional[str]" in train_py and "RegionRun.from_spec" in train_py
+    assert "region_layers: Optional[str]" in train_py and "RegionRun.for_fork" in train_py
     assert "region.lora_targets(model) if region else find_all_linear_names(model)" in train_py
     script = patched_bunny / "script" / "train" / "finetune_region_lora.sh"
     assert "--region_layers 25%" in script.read_text() and "deepspeed bunny/train/train.py" in script.read_text()
+    assert "set -o pipefail" in script.read_text()  # `| tee` must not turn a failed run into exit 0
     assert script.stat().st_mode & 0o111  # executable, like upstream's scripts are meant to be run
 
 
@@ -55,6 +56,20 @@ def test_patched_trainer_rejects_bad_spec_before_loading(patched_bunny, tiny_bun
     proc = run_py([patched_bunny / "bunny" / "train" / "train.py",
                    *bunny_train_args(tiny_bunny("phi-2"), str(tmp_path / "o")), "--region_layers", "0,8"],
                   env={"PYTHONPATH": f"{patched_bunny}:{REPO}"})
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # the same contract as the plugin's entry point: exit 2, one line
     assert "--region_layers '0,8': layer 8 is out of range" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
     assert "Adding LoRA" not in proc.stdout
+
+
+def test_patched_train_py_help_lists_region_layers(patched_bunny):
+    proc = run_py([patched_bunny / "bunny" / "train" / "train.py", "--help"],
+                  env={"PYTHONPATH": f"{patched_bunny}:{REPO}"})
+    assert proc.returncode == 0, tail(proc)
+    assert "--region_layers" in proc.stdout and "25%" in proc.stdout
+
+
+def test_plugin_help_lists_region_layers_then_upstreams():
+    proc = run_py(["-m", "region_plugin.bunny.train", "--help"])
+    assert proc.returncode == 0, tail(proc)
+    assert proc.stdout.index("--region_layers SPEC") < proc.stdout.index("--model_type")
