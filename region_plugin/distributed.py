@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -18,6 +18,29 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ddp_defaults(argv: Sequence[str]) -> List[str]:
+    """`argv` plus `--ddp_find_unused_parameters False` for multi-rank DDP with gradient checkpointing.
+
+    Upstream recipes turn on (reentrant) gradient checkpointing; under plain DDP the Trainer decides
+    `find_unused_parameters` from `model.is_gradient_checkpointing`, which a peft-wrapped model does
+    not expose, so DDP searches for unused parameters and dies with "Expected to mark a variable
+    ready only once". The Trainer's own rule for an unwrapped model is the default here; an explicit
+    user value always wins. DeepSpeed runs are untouched.
+    """
+    argv = list(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _has_flag(argv, "--deepspeed"):
+        return argv
+    if _has_flag(argv, "--ddp_find_unused_parameters"):
+        return argv
+    from .training import flag_bool, log
+
+    if flag_bool(argv, "--gradient_checkpointing"):
+        log("DDP with --gradient_checkpointing: adding --ddp_find_unused_parameters False (as the Trainer "
+            "does for an unwrapped model)")
+        argv += ["--ddp_find_unused_parameters", "False"]
+    return argv
 
 
 def prepare_launch(argv: Sequence[str]) -> None:

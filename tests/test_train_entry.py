@@ -81,3 +81,16 @@ def test_changed_upstream_fails_instead_of_training_every_layer(tiny, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "hooks never ran" in proc.stderr and "region was not applied" in proc.stderr
     assert not (out / "region_report.json").exists()
+
+
+@pytest.mark.distributed
+def test_torchrun_ddp_with_gradient_checkpointing(tiny, tmp_path):
+    """torchrun without DeepSpeed (gloo DDP on CPU) + upstream's --gradient_checkpointing True."""
+    out = tmp_path / "llava-tiny-ddp-lora"
+    proc = run_cli(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "region_plugin.llava.train", *llava_train_args(tiny, str(out), steps=2, cpu=False),
+                    "--region_layers", "25%"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "adding --ddp_find_unused_parameters False" in proc.stdout
+    report = json.loads((out / "region_report.json").read_text())
+    assert report["num_devices"] == 2 and report["region_layers"] == [0, 6]

@@ -17,7 +17,7 @@ import contextlib
 import sys
 from typing import Iterator, List, Optional
 
-from ..distributed import default_attn_implementation, prepare_launch
+from ..distributed import ddp_defaults, default_attn_implementation, prepare_launch
 from ..spec import RegionSpecError
 from ..training import RegionRun, argv_value, pop_flag, print_error, show_help, wants_help
 from .source import BunnySourceError, check_model_type, import_bunny
@@ -66,6 +66,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_error(e)
         return 2
     prepare_launch(rest)
+    rest = ddp_defaults(rest)
     try:  # heavy import only after the spec is known to be good
         upstream = import_bunny("bunny.train.train")
     except BunnySourceError as e:

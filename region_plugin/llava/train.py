@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import List, Optional
 
-from ..distributed import default_attn_implementation, prepare_launch
+from ..distributed import ddp_defaults, default_attn_implementation, prepare_launch
 from ..spec import RegionSpecError
 from ..training import RegionRun, pop_flag, print_error, show_help, wants_help
 
@@ -35,6 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_error(e)
         return 2
     prepare_launch(rest)
+    rest = ddp_defaults(rest)
     import llava.train.train as upstream  # heavy import only after the spec is known to be good
 
     return run.run_upstream(upstream, "LLaVATrainer", argv, rest,
