@@ -1,8 +1,11 @@
 """GPU acceptance check: region training, scoring and pruning with upstream code, as users run them.
 
-Needs CUDA. On a locally built tiny model of the chosen codebase it runs: region LoRA in bf16
-(single process); region LoRA and region full tuning under DeepSpeed ZeRO-3 (torchrun over all
-visible GPUs); upstream's loader on the GPU + generate; region-score on the GPU (checked against
+Needs CUDA. On a locally built tiny model of the chosen codebase it runs upstream's own
+finetune_lora.sh flags unmodified (tests/recipe.py: only paths, sizes and `--report_to none`;
+`--mm_projector_lr`, `--save_strategy steps`, gradient checkpointing, bf16 and upstream's own
+zero3.json stay): region LoRA in one process and under ZeRO-3 (torchrun over all visible GPUs), a
+resume from the intermediate checkpoint that must reproduce the uninterrupted run, region full
+tuning under ZeRO-3; upstream's loader on the GPU + generate; region-score on the GPU (checked against
 the same scores on CPU); region-prune of the LoRA output (merge and verification on the GPU),
 loaded back with upstream's loader. Prints one PASS/FAIL line per check.
 
@@ -24,6 +27,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from recipe import localize, upstream_flags, zero_config  # noqa: E402  (upstream's recipe, verbatim)
+
 results = []
 
 
@@ -51,6 +57,7 @@ def lora_layers(out):
 class Codebase:
     """What differs between LLaVA and Bunny for this check; everything else is shared."""
 
+    name: str                # "llava" | "bunny": whose recipe (tests/recipes/)
     build: Callable          # root -> tiny fixture
     train_args: Callable     # (tiny, out, lora) -> upstream flags without --region_layers
     module: str              # training entry point
@@ -73,7 +80,7 @@ def llava() -> Codebase:
         conv.append_message(conv.roles[1], None)
         return tokenizer_image_token(conv.get_prompt(), tok, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
 
-    return Codebase(build_tiny_llava, lambda t, o, lora: llava_train_args(t, o, lora=lora, cpu=False),
+    return Codebase("llava", build_tiny_llava, lambda t, o, lora: llava_train_args(t, o, lora=lora, cpu=False),
                     "region_plugin.llava.train", load_llava, prompt, process_images)
 
 
@@ -91,7 +98,7 @@ def bunny() -> Codebase:
         conv.append_message(conv.roles[1], None)
         return mm.tokenizer_image_token(conv.get_prompt(), tok, index, return_tensors="pt")[None]
 
-    return Codebase(lambda root: build_tiny_bunny(root, "llama3-8b"),
+    return Codebase("bunny", lambda root: build_tiny_bunny(root, "llama3-8b"),
                     lambda t, o, lora: bunny_train_args(t, o, lora=lora, cpu=False),
                     "region_plugin.bunny.train", load_bunny, prompt, mm.process_images)
 
@@ -127,36 +134,63 @@ def main():
     def train_args(out, lora):
         return cb.train_args(tiny, out, lora) + ["--bf16", "True", "--region_layers", "25%"]
 
-    # 1. single-process bf16 LoRA
+    def recipe(out, steps=3, save_steps=2):
+        paths = {"model_name_or_path": tiny.llm, "data_path": tiny.data, "image_folder": tiny.image_folder,
+                 "vision_tower": tiny.vision_tower, "pretrain_mm_mlp_adapter": tiny.projector, "output_dir": out,
+                 "deepspeed": zero_config(cb.name, 3)}
+        if cb.name == "bunny":
+            paths.update(model_type=tiny.model_type, version=tiny.version)
+        flags = localize(upstream_flags(cb.name), paths, steps=steps, save_steps=save_steps, bf16=True)
+        flags[flags.index("--tf32") + 1] = "True"  # GPU: upstream's value
+        return flags + ["--region_layers", "25%"]
+
+    def state(out):
+        import torch
+        from safetensors.torch import load_file
+
+        return {**load_file(os.path.join(out, "adapter_model.safetensors")),
+                **torch.load(os.path.join(out, "non_lora_trainables.bin"), map_location="cpu", weights_only=True)}
+
+    # 1. upstream's recipe, one process (python -m, upstream's zero3.json) and ZeRO-3 over all GPUs
     lora_out = os.path.join(root, f"{args.codebase}-bf16-region-lora")
-    proc, dt = run([sys.executable, "-m", cb.module, *train_args(lora_out, True)])
+    proc, dt = run([sys.executable, "-m", cb.module, *recipe(lora_out)])
     ok = proc.returncode == 0 and lora_layers(lora_out) == [0, 6]
     report = json.load(open(os.path.join(lora_out, "region_report.json"))) if ok else {}
-    check("bf16 region LoRA (1 process)", ok, f"{dt:.0f}s device={report.get('device')} "
+    check("upstream recipe, region LoRA (1 process)", ok, f"{dt:.0f}s device={report.get('device')} "
           f"peak={report.get('peak_memory', {}).get('gib')} GiB")
+    z3 = os.path.join(root, f"{args.codebase}-zero3-region-lora")
+    proc, dt = run(["torchrun", "--standalone", f"--nproc_per_node={ngpu}", "-m", cb.module, *recipe(z3)])
+    ckpt = os.path.join(z3, "checkpoint-2")
+    ok = proc.returncode == 0 and lora_layers(z3) == [0, 6] and os.path.isfile(os.path.join(ckpt, "config.json")) \
+        and os.path.isfile(os.path.join(ckpt, "non_lora_trainables.bin"))
+    check(f"upstream recipe under ZeRO-3 ({ngpu} rank), complete checkpoint-2", ok, f"{dt:.0f}s")
 
-    # 2. ZeRO-3 LoRA and full tuning, torchrun over all GPUs
-    zero3 = os.path.join(HERE, "zero3.json")
-    for lora in (True, False):
-        out = os.path.join(root, f"{args.codebase}-zero3-region-{'lora' if lora else 'full'}")
-        a = train_args(out, lora)
-        if lora:  # upstream's projector LR group can be empty under ZeRO (scheduler zip error)
-            i = a.index("--mm_projector_lr")
-            del a[i:i + 2]
-        proc, dt = run(["torchrun", "--standalone", f"--nproc_per_node={ngpu}", "-m", cb.module,
-                        *a, "--deepspeed", zero3])
+    # 2. resume from checkpoint-2 reproduces the uninterrupted run
+    resumed = os.path.join(root, f"{args.codebase}-zero3-region-lora-resumed")
+    if ok:
+        import shutil
+
+        shutil.copytree(ckpt, os.path.join(resumed, "checkpoint-2"))
+        proc, dt = run(["torchrun", "--standalone", f"--nproc_per_node={ngpu}", "-m", cb.module, *recipe(resumed)])
         ok = proc.returncode == 0
-        if ok and lora:
-            ok = lora_layers(out) == [0, 6]
-        elif ok:
-            changed = changed_layers(out, tiny.llm)
-            print(f"    changed layers: {changed}")
-            ok = changed == [0, 6]
-        rep = json.load(open(os.path.join(out, "region_report.json"))) if proc.returncode == 0 else {}
-        check(f"ZeRO-3 region {'LoRA' if lora else 'full tuning'} ({ngpu} rank)", ok,
-              f"{dt:.0f}s trainable_llm={rep.get('parameters', {}).get('llm')}")
+        worst = max((a - b).abs().max().item() for a, b in
+                    ((v.float(), state(z3)[k].float()) for k, v in state(resumed).items())) if ok else None
+        check("resume from checkpoint-2 == uninterrupted run", ok and worst < 1e-2, f"{dt:.0f}s max diff {worst}")
 
-    # 3. upstream loader on the GPU + generate
+    # 3. ZeRO-3 full tuning (upstream's zero3.json; --mm_projector_lr kept)
+    out = os.path.join(root, f"{args.codebase}-zero3-region-full")
+    proc, dt = run(["torchrun", "--standalone", f"--nproc_per_node={ngpu}", "-m", cb.module,
+                    *train_args(out, False), "--deepspeed", zero_config(cb.name, 3)])
+    ok = proc.returncode == 0
+    if ok:
+        changed = changed_layers(out, tiny.llm)
+        print(f"    changed layers: {changed}")
+        ok = changed == [0, 6]
+    rep = json.load(open(os.path.join(out, "region_report.json"))) if proc.returncode == 0 else {}
+    check(f"ZeRO-3 region full tuning ({ngpu} rank)", ok,
+          f"{dt:.0f}s trainable_llm={rep.get('parameters', {}).get('llm')}")
+
+    # 4. upstream loader on the GPU + generate
     from PIL import Image
 
     tok, model, image_processor, _ = cb.load(lora_out, tiny.llm)
@@ -169,7 +203,7 @@ def main():
     del model
     torch.cuda.empty_cache()
 
-    # 4. region-score on the GPU (upstream loader, fp16) agrees with the fp32 CPU pass
+    # 5. region-score on the GPU (upstream loader, fp16) agrees with the fp32 CPU pass
     from region_plugin.pruning.cli import main as region_prune
     from region_plugin.scoring import score_checkpoint
 
@@ -183,7 +217,7 @@ def main():
     check("region-score on cuda matches cpu", worst < 2e-2 and gpu["meta"]["device"] == "cuda",
           f"{dt:.0f}s max |gpu - cpu| = {worst:.2e} over {len(gpu['metrics'])} metrics")
 
-    # 5. region-prune of the LoRA output (merge + verification on the GPU) loads with upstream's loader
+    # 6. region-prune of the LoRA output (merge + verification on the GPU) loads with upstream's loader
     pruned = os.path.join(root, f"{args.codebase}-bf16-region-pruned")
     t0 = time.time()
     rc = region_prune(["--model-path", lora_out, "--model-base", tiny.llm, "--out", pruned, "--num-prune", "2",

@@ -94,3 +94,14 @@ def test_torchrun_ddp_with_gradient_checkpointing(tiny, tmp_path):
     assert "adding --ddp_find_unused_parameters False" in proc.stdout
     report = json.loads((out / "region_report.json").read_text())
     assert report["num_devices"] == 2 and report["region_layers"] == [0, 6]
+
+
+def test_training_path_containing_mpt_is_refused_before_remote_code_can_run(tiny, tmp_path):
+    """Upstream's train.py would load '.../llm-attempt' as MPT with trust_remote_code=True."""
+    attempt = tmp_path / "llm-attempt"
+    attempt.symlink_to(tiny.llm, target_is_directory=True)
+    args = llava_train_args(tiny, str(tmp_path / "o"))
+    args[args.index("--model_name_or_path") + 1] = str(attempt)
+    proc = run_cli(["-m", "region_plugin.llava.train", *args, "--region_layers", "25%"])
+    assert proc.returncode == 2 and "--model_name_or_path" in proc.stderr and "trust_remote_code" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -16,7 +16,8 @@ from typing import List, Optional
 
 from ..distributed import ddp_defaults, default_attn_implementation, prepare_launch
 from ..spec import RegionSpecError
-from ..training import RegionRun, pop_flag, print_error, show_help, wants_help
+from ..input_checks import check_training_model_path
+from ..training import RegionRun, argv_value, pop_flag, print_error, show_help, wants_help
 
 EXTRA_HELP = ("--attn_implementation IMPL", "eager, sdpa or flash_attention_2 for the LLM (default: "
               "flash_attention_2 with CUDA + flash-attn, as upstream's train_mem.py; else transformers' default)")
@@ -31,6 +32,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         run, rest = RegionRun.from_argv(argv)
         attn, rest = pop_flag(rest, "--attn_implementation")
+        check_training_model_path(argv_value(rest, "--model_name_or_path"))
     except (RegionSpecError, ValueError, OSError) as e:
         print_error(e)
         return 2
