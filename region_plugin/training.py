@@ -28,7 +28,7 @@ from .layers import (DecoderStack, config_num_layers, find_decoder_stack, lora_m
                      parameter_breakdown, region_linear_names, restrict_full_tuning, trainable_layers)
 from .model_config import read_num_layers
 from .report import REPORT_NAME, build_report, format_report, is_main_process, write_json_atomic
-from .spec import FLAG, RegionSpecError, format_layers, parse_region_layers
+from .spec import FLAG, RegionSpecError, format_layers, parse_region_layers, region_note
 
 
 def seed_before_model_build(argv: Sequence[str]) -> None:
@@ -186,6 +186,9 @@ class RegionRun:
         num_layers = read_num_layers(model_path, model_flag)
         layers = parse_region_layers(spec, num_layers)
         log(f"{FLAG} {spec} -> layers {format_layers(layers)} ({len(layers)} of {num_layers})")
+        note = region_note(spec, layers, num_layers)
+        if note:
+            log(f"note: {note}")
         return cls(layers, num_layers, spec)
 
     @classmethod

@@ -132,3 +132,13 @@ def test_one_process_recipe(tiny_bunny, tmp_path):
     ok(launch(recipe(tiny_bunny(MODEL_TYPE), out, 3), 1))
     assert adapter_layers(out) == [0, 6]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{STEPS}"]
+
+
+def test_attn_implementation_reaches_bunnys_llm(tiny_bunny, tmp_path):
+    """README: everything said for LLaVA holds for Bunny, `--attn_implementation` included."""
+    out = tmp_path / "bunny-tiny-eager-lora"
+    proc = ok(launch(recipe(tiny_bunny(MODEL_TYPE), out, 3, steps=1) + ["--attn_implementation", "eager"], 1))
+    assert read_json(out / "region_report.json")["region_layers"] == [0, 6]
+    assert "upstream bunny.train.train" in proc.stdout
+    proc = launch(recipe(tiny_bunny(MODEL_TYPE), tmp_path / "o2", 3, steps=1) + ["--attn_implementation", "banana"], 1)
+    assert proc.returncode != 0 and "banana" in proc.stderr
