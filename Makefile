@@ -13,16 +13,18 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-llava.txt setup.cfg pyproject.toml
+$(STAMP): requirements.txt requirements-llava.txt requirements-fixtures.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=23.2"
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-llava.txt
+	$(PY) -m pip install -q --no-deps -r requirements-fixtures.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: $(STAMP)
 	$(PY) -m region_plugin.llava.demo --out demo_out
+	$(PY) -m region_plugin.llava.demo_report --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q

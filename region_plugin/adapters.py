@@ -4,75 +4,108 @@ A scoring adapter knows how its codebase loads a checkpoint and turns LLaVA-form
 model inputs plus the image-token mask from the codebase's real image expansion. The core
 (`region_plugin.scoring`) only talks to this interface, so it never imports `llava` or `bunny`.
 
-    model_type None / "llava"  -> region_plugin.llava.data.LlavaAdapter
-    anything else (Bunny's model types: llama3-8b, phi-2, ...) -> region_plugin.bunny.data.scoring_adapter(model_type)
-    model_type None and config.json's model_type "bunny-*" -> the Bunny adapter for that checkpoint
+`codebase_for` is the single registry every tool asks (scoring, pruning, analysis):
+
+    config.json model_type "llava_*" (or no config)   -> "llava": region_plugin.llava.{data,prune_io}
+    config.json model_type "bunny-*"                   -> "bunny": region_plugin.bunny.{data,prune_io}
+    anything else (a plain transformers LLM)           -> None: pruning's plain backend; not scorable
+    --model-type may confirm or refine (phi-1.5 vs phi-2), never contradict config.json.
 """
 from __future__ import annotations
 
 import importlib
-import os
-from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional, Protocol
+import importlib.util
+from typing import Optional
 
-import torch
+from .model_config import codebase_of
 
-from .model_config import codebase_of, is_lora_dir
-
-
-@dataclass
-class LoadedModel:
-    """What an adapter's `load` returns: the model and whatever its `batches` needs to feed it."""
-
-    model: torch.nn.Module
-    tokenizer: Any
-    image_processor: Any
+_REEXPORTED = ("LoadedModel", "ScoringAdapter", "check_checkpoint_paths")
 
 
-class ScoringAdapter(Protocol):
-    """What `score_checkpoint` needs from a codebase."""
+def __getattr__(name: str):
+    """The adapter interface lives in `scoring.adapter_api` (so adapters never import this registry); it is
+    re-exported lazily, so asking the registry a question never imports torch (plain safetensors pruning)."""
+    if name in _REEXPORTED:
+        from .scoring import adapter_api
 
-    name: str
-    load_dtype: Optional[torch.dtype]   # dtype the loader rounds weights to (None = kept as stored)
-    default_conv_mode: str
+        return getattr(adapter_api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def check_model(self, model_path: str, model_base: Optional[str], conv_mode: Optional[str] = None) -> None:
-        """Cheap checks (no weights): raise ScoringError naming the flag if the paths/options cannot load."""
-
-    def load(self, model_path: str, model_base: Optional[str], device: str,
-             attn_implementation: Optional[str] = None) -> LoadedModel:
-        """Load through the codebase's own loader, in eval mode."""
-
-    def batches(self, loaded: LoadedModel, records: List[dict], image_folder: str, batch_size: int,
-                conv_mode: Optional[str] = None) -> Iterator[Any]:
-        """Yield `region_plugin.scoring.hidden.ScoringBatch`es (image mask from the real expansion)."""
+# Codebase -> (upstream package, environment that has it, how to create that environment).
+ENVIRONMENTS = {"llava": ("llava", ".venv", "make venv"), "bunny": ("bunny", ".venv-bunny", "make venv-bunny")}
 
 
-def check_checkpoint_paths(model_path: str, model_base: Optional[str], codebase: str) -> None:
-    """The path checks every adapter makes before loading; each error names the flag and the fix."""
-    from .scoring.metrics import ScoringError
+def codebase_for(config: Optional[dict], model_type: Optional[str] = None, flag: str = "--model-type") -> Optional[str]:
+    """THE registry: "llava", "bunny" or None (a plain transformers LLM) for a checkpoint config (+ --model-type).
 
-    what = f"pass a {codebase} checkpoint or LoRA dir"
-    if not os.path.isdir(model_path or ""):
-        raise ScoringError(f"--model-path {model_path!r} is not a directory; {what}")
-    if not os.path.isfile(os.path.join(model_path, "config.json")):
-        raise ScoringError(f"--model-path {model_path!r} has no config.json; {what}")
-    if model_base is not None and not os.path.isdir(model_base):
-        raise ScoringError(f"--model-base {model_base!r} is not a directory")
-    if is_lora_dir(model_path) and model_base is None:
-        raise ScoringError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR "
-                           "(the LLM it was trained from)")
+    config.json decides (`llava_*`, `bunny-*`); --model-type may only confirm or refine it, never
+    turn one codebase into another (that loads random weights). No config at all means LLaVA.
+    """
+    found = codebase_of(config)
+    if model_type in (None, ""):
+        return found if (found or config) else "llava"
+    if model_type == "llava":
+        wanted = "llava"
+    else:
+        from .bunny.source import CONFIG_MODEL_TYPES, MODEL_TYPES
+
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"{flag} {model_type!r} is neither llava nor a Bunny model type ({', '.join(MODEL_TYPES)})")
+        wanted = "bunny"
+        stored = CONFIG_MODEL_TYPES.get(str((config or {}).get("model_type")))
+        phi = {"phi-1.5", "phi-2"}
+        if found == "bunny" and stored != model_type and not {stored, model_type} <= phi:
+            raise ValueError(f"{flag} {model_type!r} does not match the checkpoint: its config.json model_type is "
+                             f"{config.get('model_type')!r} (--model-type {stored}); leave {flag} out")
+    if config and found != wanted:
+        what = f"model_type {config.get('model_type')!r}" if config.get("model_type") else "no model_type"
+        raise ValueError(f"{flag} {model_type!r} does not match the checkpoint: its config.json has {what}"
+                         f"{' (a ' + found + ' checkpoint)' if found else ''}; leave {flag} out")
+    return wanted
 
 
-def get_adapter(model_type: Optional[str] = None, config: Optional[dict] = None) -> ScoringAdapter:
+def require_environment(codebase: Optional[str], flag: str = "--model-path") -> None:
+    """Refuse, before anything loads, a checkpoint whose codebase this Python environment cannot run."""
+    if codebase is None:
+        return
+    package, venv, make = ENVIRONMENTS[codebase]
+    fix = f"use `{venv}` (`{make}`)"
+    if codebase == "bunny":
+        from importlib.metadata import version
+
+        major_minor = tuple(int(x) for x in version("transformers").split(".")[:2])
+        if major_minor < (4, 38):
+            raise ValueError(f"{flag} is a Bunny checkpoint, but this environment has transformers "
+                             f"{version('transformers')} (Bunny needs >= 4.38): {fix}")
+        from .bunny.source import BunnySourceError, import_bunny
+
+        try:
+            import_bunny("bunny.constants")
+        except BunnySourceError as e:
+            raise ValueError(f"{flag} is a Bunny checkpoint: {e}") from None
+    elif importlib.util.find_spec(package) is None:
+        raise ValueError(f"{flag} is a LLaVA checkpoint, but upstream LLaVA (llava-torch) is not installed in this "
+                         f"environment: {fix}")
+
+
+def prune_backend(codebase: Optional[str]):
+    """The codebase's prune_io module (merge, verification, name checks); plain transformers when None."""
+    name = f"region_plugin.{codebase}.prune_io" if codebase else "region_plugin.pruning.backends"
+    return importlib.import_module(name)
+
+
+def get_adapter(model_type: Optional[str] = None, config: Optional[dict] = None) -> "ScoringAdapter":
     """The adapter for `model_type`; a clear error if that codebase's adapter is missing.
 
     Without a model_type the checkpoint's own config.json decides (Bunny saves "bunny-llama",
     "bunny-phi", ...), so a Bunny checkpoint needs no --model-type; anything else is LLaVA.
     """
-    if model_type in (None, "") and codebase_of(config) == "bunny":
-        model_type = None  # the Bunny adapter reads its model type from config
-    elif model_type in (None, "", "llava"):
+    codebase = codebase_for(config, model_type)
+    if codebase is None:
+        raise ValueError(f"--model-path is a plain language model (config.json model_type "
+                         f"{(config or {}).get('model_type')!r}), not a LLaVA or Bunny LVLM: this tool runs an LVLM on "
+                         "image-text data; pass the LVLM checkpoint")
+    if codebase == "llava":
         from .llava.data import LlavaAdapter
 
         return LlavaAdapter()
@@ -83,4 +116,15 @@ def get_adapter(model_type: Optional[str] = None, config: Optional[dict] = None)
         raise ValueError(f"--model-type {model_type!r} selects the Bunny adapter (region_plugin.bunny.data."
                          f"scoring_adapter), which is not available here: {e}. Leave --model-type out for "
                          "LLaVA") from None
-    return factory(model_type or None, config)
+    return factory(None if model_type in (None, "") else model_type, config)
+
+
+def analysis_io(config: Optional[dict]):
+    """The codebase's analysis glue module (`region_plugin.<codebase>.analysis_io`), after the environment check."""
+    codebase = codebase_for(config) or "llava"  # a plain LLM is refused by get_adapter, which the tools ask first
+    require_environment(codebase)
+    try:
+        return importlib.import_module(f"region_plugin.{codebase}.analysis_io")
+    except ImportError as e:
+        raise ValueError(f"the {codebase} analysis adapter (region_plugin.{codebase}.analysis_io) is not available "
+                         f"here: {e}") from None

@@ -5,14 +5,15 @@ DeepSpeed ZeRO-3 partitioning (partitioned parameters have empty `.data`).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
 
-from .model_config import MULTIMODAL_KEYWORDS
+from .model_config import layer_count_from_config
+from .stack_names import is_multimodal as _is_multimodal
+from .stack_names import layer_of, pick_stack
 
 
 def _linear_types() -> tuple:
@@ -35,9 +36,6 @@ class DecoderStack:
     prefix: str
     num_layers: int
 
-    def layer_name(self, index: int) -> str:
-        return f"{self.prefix}.{index}"
-
     @property
     def pattern(self) -> str:
         """The last name component (`layers`, `blocks`, `h`): peft's `layers_pattern`."""
@@ -45,37 +43,30 @@ class DecoderStack:
 
     def layer_of(self, name: str) -> int | None:
         """Index of the decoder layer containing module/parameter `name`, else None."""
-        m = re.match(rf"^(?:.*\.)?{re.escape(self.prefix)}\.(\d+)(?:\.|$)", name)
-        return int(m.group(1)) if m else None
-
-
-def _is_multimodal(name: str) -> bool:
-    return any(k in name for k in MULTIMODAL_KEYWORDS)
+        return layer_of(name, self.prefix)
 
 
 def config_num_layers(config) -> int | None:
-    for key in ("num_hidden_layers", "n_layers", "n_layer", "num_layers"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    """Decoder depth of a config object (model_config's rule), None when it has none."""
+    as_dict = config.to_dict() if hasattr(config, "to_dict") else vars(config) if config is not None else None
+    try:
+        return layer_count_from_config(as_dict)
+    except (TypeError, ValueError):
+        return None
 
 
 def find_decoder_stack(model: nn.Module, num_layers: int | None = None) -> DecoderStack:
     """The ModuleList holding the LLM's decoder layers (shortest matching name outside the vision side)."""
     if num_layers is None:
         num_layers = config_num_layers(getattr(model, "config", None))
-    candidates = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name and not _is_multimodal(name):
-            if num_layers is None or len(module) == num_layers:
-                candidates.append(name)
-    if not candidates:
+    lists = {name: set(range(len(module))) for name, module in model.named_modules()
+             if isinstance(module, nn.ModuleList) and len(module)}
+    prefix = pick_stack(lists, num_layers)
+    if prefix is None:
         raise ValueError(
             f"no decoder-layer ModuleList with {num_layers} entries found in {type(model).__name__}; "
             "is this a decoder-only LLM or an LVLM built on one?"
         )
-    prefix = min(candidates, key=lambda n: (n.count("."), len(n)))
     return DecoderStack(prefix=prefix, num_layers=len(model.get_submodule(prefix)))
 
 
@@ -158,6 +149,3 @@ def lora_module_layers(model: nn.Module, stack: DecoderStack) -> Dict[str, int |
             for name, module in model.named_modules() if hasattr(module, "lora_A") and isinstance(module, nn.Module)
             and len(getattr(module, "lora_A", {})) > 0}
 
-
-def iter_layer_indices(names: Iterable[str], stack: DecoderStack) -> List[int]:
-    return sorted({i for i in (stack.layer_of(n) for n in names) if i is not None})

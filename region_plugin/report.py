@@ -66,19 +66,65 @@ def build_report(region_layers: Optional[List[int]], num_layers: int, params: Di
         "device_hours": round(n_dev * train_seconds / 3600, 6),
         "peak_memory": peak_memory(),
         "host": socket.gethostname(),
-        "command": " ".join(sys.argv),
+        "command": " ".join(redact_command(sys.argv)),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     report.update(extra)
+    if isinstance(report["command"], (list, tuple)):  # a caller's own argv: redacted here as well
+        report["command"] = " ".join(redact_command(list(report["command"])))
     return report
 
 
+SECRET_WORDS = ("token", "key", "secret", "password")
+REDACTED = "***"
+
+
+def _is_secret_flag(flag: str) -> bool:
+    name = flag.lstrip("-").lower()
+    return flag.startswith("-") and any(word in name for word in SECRET_WORDS)
+
+
+def redact_command(argv: List[str]) -> List[str]:
+    """`argv` with the value of every flag whose name holds token/key/secret/password replaced by ***.
+
+    Reports are shared (and committed); `--hub_token hf_...` must never end up in one. Both
+    `--flag value` and `--flag=value` are redacted; the flag names stay, so the command still reads.
+    """
+    out: List[str] = []
+    redact_next = False
+    for arg in argv:
+        arg = str(arg)
+        if redact_next and not (arg.startswith("--") and len(arg) > 2):
+            out.append(REDACTED)
+            redact_next = False
+            continue
+        redact_next = False
+        flag, eq, _ = arg.partition("=")
+        if _is_secret_flag(flag):
+            out.append(f"{flag}={REDACTED}" if eq else arg)
+            redact_next = not eq
+        else:
+            out.append(arg)
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON next to `path` then rename, so a reader never sees half a file."""
+    """Write JSON next to `path` then rename, so a reader never sees half a file.
+
+    The file gets the mode a plain `open(path, "w")` would give (0666 minus the umask), not
+    mkstemp's 0600: teammates on a shared filesystem can read the report.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")

@@ -134,9 +134,14 @@ def test_refusals_happen_before_any_work(tiny_llama_sharded, tmp_path, capsys):
     assert "--region-layers" in capsys.readouterr().err  # region mode, no region in config.json
     assert not os.path.exists(tmp_path / "x") and not leftovers(tmp_path, "x")
 
-    assert main(base + ["--out", str(out), "--layers", "1", "--overwrite", "--no-verify"]) == 0
-    assert not (out / "keep.txt").exists() and json.loads((out / "config.json").read_text())["num_hidden_layers"] == 7
-    assert not leftovers(tmp_path, "taken")
+    # --overwrite replaces only a directory region-prune wrote (issue 9): "taken" holds someone's file
+    assert main(base + ["--out", str(out), "--layers", "1", "--overwrite", "--no-verify"]) == 2
+    assert "not written by region-prune" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    ours = tmp_path / "ours"
+    assert main(base + ["--out", str(ours), "--layers", "1", "--no-verify"]) == 0
+    assert main(base + ["--out", str(ours), "--layers", "1,2", "--overwrite", "--no-verify"]) == 0
+    assert json.loads((ours / "config.json").read_text())["num_hidden_layers"] == 6
+    assert not leftovers(tmp_path, "ours")
 
 
 def test_a_failing_run_leaves_no_output(tiny_llama_sharded, tmp_path, capsys):

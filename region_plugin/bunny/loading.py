@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Optional, Tuple
 
 import torch
@@ -32,13 +31,12 @@ def model_type_from_config(model_path: str) -> Optional[str]:
 
 
 def upstream_model_name(model_path: str, model_base: Optional[str]) -> str:
-    """A name that routes upstream's loader to the branch this directory's files need."""
-    name = os.path.basename(os.path.normpath(model_path))
+    """The name that routes upstream's loader to the branch this directory's FILES need (never the user's name)."""
     if is_lora_dir(model_path):
         if model_base is None:
             raise ValueError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR")
-        return name if "lora" in name.lower() else f"{name}-lora"
-    return re.sub("lora", "full", name, flags=re.IGNORECASE)  # a merged/pruned dir named *lora*
+        return "bunny-lora"
+    return "bunny"
 
 
 def load_bunny(model_path: str, model_base: Optional[str] = None, model_type: Optional[str] = None,

@@ -37,7 +37,8 @@ def _model_type(model_dir: str) -> str:
     return model_type
 
 
-def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None) -> str:
+def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None,
+                **_) -> str:
     """The merged checkpoint dir: `model_path` itself, or LoRA dir + base merged by upstream's loader."""
     def load(path, base):
         return load_bunny(path, base, _model_type(path), device=device)

@@ -14,7 +14,7 @@ from typing import Iterator, List, Optional
 
 import torch
 
-from ..adapters import LoadedModel, check_checkpoint_paths
+from ..scoring.adapter_api import LoadedModel, check_checkpoint_paths
 from ..scoring.hidden import ScoringBatch
 from ..scoring.metrics import ScoringError
 from ..scoring.records import IMAGE_TOKEN, conversation_turns

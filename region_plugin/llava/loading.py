@@ -1,8 +1,9 @@
 """Load any LLaVA checkpoint our tools meet through upstream's own `load_pretrained_model`.
 
 Upstream picks its code path from the directory NAME ("llava" for a multimodal model, "llava"
-and "lora" for an unmerged LoRA dir with a base). Our tools look at the files instead and hand
-upstream a name that selects the right path, so a user's directory naming never matters.
+and "lora" for an unmerged LoRA dir with a base, "mpt"/"mistral" for those classes). Our tools
+look at the files (config.json, adapter_config.json) instead and hand upstream a name built from
+them, so a user's directory naming never matters.
 """
 from __future__ import annotations
 
@@ -12,22 +13,30 @@ from typing import Optional, Tuple
 import torch
 
 from ..devices import default_device, on_accelerator
-from ..model_config import is_lora_dir
+from ..model_config import is_lora_dir, read_config
+
+
+# config.json model_type -> the word upstream's loader needs in the name to build that class.
+NAME_WORDS = {"llava_mpt": "mpt", "llava_mistral": "mistral"}
 
 
 def upstream_model_name(model_path: str, model_base: Optional[str]) -> str:
-    """A name that routes upstream's loader to the branch this directory's files need."""
-    from llava.mm_utils import get_model_name_from_path
+    """The name that routes upstream's loader to the branch and class this directory's FILES need.
 
-    name = get_model_name_from_path(model_path)
-    if is_lora_dir(model_path):
-        if model_base is None:
-            raise ValueError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR")
-        if "lora" not in name.lower():
-            name = f"{name}-lora"
-    if "llava" not in name.lower():
-        name = f"llava-{name}"
-    return name
+    Built from config.json, never from the user's directory name: upstream matches substrings
+    ("mpt" inside "prompt" or "attempt" turns on trust_remote_code and copies code into the
+    input; "mistral" builds another class), so the user's name is never passed on.
+    """
+    if is_lora_dir(model_path) and model_base is None:
+        raise ValueError(f"--model-path {model_path!r} is a LoRA adapter dir: pass --model-base BASE_LLM_DIR")
+    model_type = read_config(model_path, "--model-path").get("model_type")
+    word = NAME_WORDS.get(model_type)
+    if word == "mpt" and model_base is not None:
+        raise ValueError(f"--model-path {model_path!r} is an MPT projector/LoRA dir: upstream's loader would copy "
+                         "configuration_mpt.py from --model-base into it and run it; merge it first with upstream's "
+                         "scripts/merge_lora_weights.py, then pass the merged dir without --model-base")
+    parts = ["llava"] + ([word] if word else []) + (["lora"] if is_lora_dir(model_path) else [])
+    return "-".join(parts)
 
 
 def load_llava(model_path: str, model_base: Optional[str] = None, device: Optional[str] = None,

@@ -31,7 +31,8 @@ def _quiet_loading():
         logging.set_verbosity(level)
 
 
-def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None) -> str:
+def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None,
+                **_) -> str:
     """The merged checkpoint dir: `model_path` itself, or LoRA/projector dir + base merged by upstream's loader."""
     return merge_with(lambda path, base: load_llava(path, base, device=device), model_path, model_base,
                       os.path.join(work_dir, "llava-merged"))

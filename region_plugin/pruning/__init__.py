@@ -1,8 +1,8 @@
 """Prune decoder layers outside the visual region and export a checkpoint upstream loaders accept.
 
-Codebase-agnostic core: layer choice (`choose`), tensor-name renumbering (`keys`), config
-surgery (`config_edit`), streaming shard rewriting (`stream`, `safetensors_io`), atomic output
-(`output`). Loading a model (LoRA merge, verification) goes through per-codebase adapters
+Codebase-agnostic core: layer choice (`choose`; `strategy`: single layers or one block),
+tensor-name renumbering (`keys`), config surgery (`config_edit`), streaming shard rewriting
+(`stream`, `safetensors_io`), atomic output (`output`). Loading a model (LoRA merge, verification) goes through per-codebase adapters
 (`backends`); `region-prune` (`cli`) ties them together.
 """
 from .choose import candidate_layers, layer_map, lowest_scoring

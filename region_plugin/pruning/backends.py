@@ -1,26 +1,29 @@
 """Codebase adapters for the steps that need a real model: merging a LoRA dir, and verification.
 
-The core never imports a codebase: a checkpoint's `model_type` picks an adapter module by name
-(`llava*` -> `region_plugin.llava.prune_io`, `bunny*` -> `region_plugin.bunny.prune_io`); anything
-else uses the plain-transformers adapter below. An adapter module provides `materialize`,
+The core never imports a codebase: the registry (`region_plugin.adapters.codebase_for`) picks an
+adapter module from the checkpoint's `model_type` (`llava*` -> `region_plugin.llava.prune_io`,
+`bunny*` -> `region_plugin.bunny.prune_io`); anything else uses the plain-transformers adapter below. An adapter module provides `materialize`,
 `calibration_outputs` and `name_warnings`.
 """
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 from typing import List, Optional
 
-from ..model_config import codebase_of, is_lora_dir
+from ..model_config import is_lora_dir
 from .errors import PruneError
 from .verify import Outputs, calibration_texts
 
 
-def adapter_for(config: dict):
-    """The codebase's prune_io module (`codebase_of` decides), else this module."""
-    codebase = codebase_of(config)
-    return importlib.import_module(f"region_plugin.{codebase}.prune_io" if codebase else __name__)
+def adapter_for(config: dict, model_type: Optional[str] = None):
+    """The codebase's prune_io module, chosen by the one registry (`region_plugin.adapters.codebase_for`)."""
+    from ..adapters import codebase_for, prune_backend
+
+    try:
+        return prune_backend(codebase_for(config, model_type))
+    except ValueError as e:
+        raise PruneError(str(e)) from None
 
 
 def merge_with(load, model_path: str, model_base: Optional[str], merged_dir: str) -> str:
@@ -54,7 +57,8 @@ def free_memory() -> None:
 
 # ---- plain transformers adapter (any AutoModelForCausalLM checkpoint) ----
 
-def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None) -> str:
+def materialize(model_path: str, model_base: Optional[str], work_dir: str, device: Optional[str] = None,
+                trust_remote_code: bool = False) -> str:
     """A merged checkpoint dir: the input itself, or a peft adapter merged into --model-base."""
     if not is_lora_dir(model_path):
         return model_path
@@ -64,19 +68,20 @@ def materialize(model_path: str, model_base: Optional[str], work_dir: str, devic
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_base, torch_dtype="auto", low_cpu_mem_usage=True)
+    model = AutoModelForCausalLM.from_pretrained(model_base, torch_dtype="auto", low_cpu_mem_usage=True,
+                                                 trust_remote_code=trust_remote_code)
     model = PeftModel.from_pretrained(model, model_path).merge_and_unload()
     merged = os.path.join(work_dir, "merged")
     with torch.no_grad():
         model.save_pretrained(merged, safe_serialization=True)
-    AutoTokenizer.from_pretrained(model_base).save_pretrained(merged)
+    AutoTokenizer.from_pretrained(model_base, trust_remote_code=trust_remote_code).save_pretrained(merged)
     del model
     free_memory()
     return merged
 
 
 def calibration_outputs(model_dir: str, data: Optional[str], image_folder: Optional[str], num_samples: int,
-                        device: Optional[str] = None, **_) -> Outputs:
+                        device: Optional[str] = None, trust_remote_code: bool = False, **_) -> Outputs:
     """Final hidden states and loss per calibration text, fp32."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -84,8 +89,9 @@ def calibration_outputs(model_dir: str, data: Optional[str], image_folder: Optio
     from ..devices import default_device
 
     dev = torch.device(device or default_device())
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).to(dev).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32,
+                                                 trust_remote_code=trust_remote_code).to(dev).eval()
     out = []
     with torch.inference_mode():
         for text in calibration_texts(data, num_samples):

@@ -6,11 +6,12 @@ other weight copies in the directory are not carried over, since they would not 
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Tuple
 
+from ..input_checks import check_regular_files as _check_regular_files
+from ..model_config import load_json_object
 from .errors import PruneError
 from .safetensors_io import TORCH_TO_ST, Entry, range_writer, read_header
 
@@ -38,10 +39,16 @@ class CheckpointFiles:
 
 def _shards_from_index(root: str, index: str) -> List[str]:
     path = os.path.join(root, index)
-    with open(path) as f:
-        weight_map = json.load(f).get("weight_map")
+    try:
+        weight_map = load_json_object(path, "shard index").get("weight_map")
+    except ValueError as e:
+        raise PruneError(str(e)) from None
     if not isinstance(weight_map, dict) or not weight_map:
         raise PruneError(f"{path}: no weight_map; the index is damaged")
+    bad = [s for s in weight_map.values() if not isinstance(s, str) or os.path.basename(s) != s or s in ("", ".", "..")]
+    if bad:
+        raise PruneError(f"{path}: weight_map names {bad[:3]!r}, which are not file names in the checkpoint "
+                         "directory; the index is damaged")
     shards = list(dict.fromkeys(weight_map.values()))
     missing = [s for s in shards if not os.path.isfile(os.path.join(root, s))]
     if missing:
@@ -49,10 +56,19 @@ def _shards_from_index(root: str, index: str) -> List[str]:
     return shards
 
 
+def check_regular_files(root: str, flag: str = "--model-path") -> None:
+    """`input_checks.check_regular_files` as a PruneError."""
+    try:
+        _check_regular_files(root, flag)
+    except ValueError as e:
+        raise PruneError(str(e)) from None
+
+
 def scan(root: str, flag: str = "--model-path") -> CheckpointFiles:
     """Classify the files of a merged checkpoint dir; raise if it holds no loadable weights."""
     if not os.path.isdir(root):
         raise PruneError(f"{flag} {root!r} is not a directory")
+    check_regular_files(root, flag)
     names = sorted(os.listdir(root))
     if os.path.isfile(os.path.join(root, SAFE_INDEX)):
         fmt, shards = "safetensors", _shards_from_index(root, SAFE_INDEX)

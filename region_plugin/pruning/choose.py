@@ -6,9 +6,9 @@ layer is never removed. `global` mode ranks every layer (the dashed baselines of
 """
 from __future__ import annotations
 
-import re
 from typing import Dict, List, Optional, Sequence
 
+from ..spec import parse_layer_list as _parse_layer_list
 from .errors import PruneError
 
 MODES = ("region", "global")
@@ -50,21 +50,11 @@ def lowest_scoring(scores: Sequence[float], k: int, candidates: Sequence[int]) -
 
 
 def parse_layer_list(text: str, num_layers: int, flag: str = "--layers") -> List[int]:
-    """`5,9` or `4-6,9` -> sorted unique indices, checked against the model's depth."""
-    out: List[int] = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise PruneError(f"{flag} {text!r}: cannot read {part!r}; write layer indices like 5,9 or 4-6")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo or hi >= num_layers:
-            raise PruneError(f"{flag} {text!r}: {part!r} is outside layers 0-{num_layers - 1}")
-        for i in range(lo, hi + 1):
-            if i in out:
-                raise PruneError(f"{flag} {text!r}: layer {i} is listed twice")
-            out.append(i)
-    return sorted(out)
+    """`5,9` or `4-6,9` -> sorted unique indices: `spec.parse_layer_list` (the one parser), as a PruneError."""
+    try:
+        return _parse_layer_list(text, num_layers, flag)
+    except ValueError as e:
+        raise PruneError(str(e)) from None
 
 
 def validate_explicit(layers: Sequence[int], num_layers: int, mode: str, region: Optional[Sequence[int]],

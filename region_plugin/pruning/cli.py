@@ -2,7 +2,7 @@
 
     region-prune --model-path CKPT [--model-base BASE] --out PRUNED_DIR --num-prune K
                  [--region-layers SPEC] [--scores scores.json | --data D.json --image-folder IMGS]
-                 [--mode region|global] [--layers 5,9] [--overwrite]
+                 [--mode region|global] [--strategy layer|block] [--token last|all] [--layers 5,9] [--overwrite]
 
 Every input is checked before a weight is read; the result is written next to --out under a
 hidden temporary name, verified with the codebase's own loader, then renamed into place.
@@ -21,14 +21,17 @@ from typing import List, Optional
 from ..spec import RegionSpecError, load_layer_scores, parse_region_layers
 from ..model_config import is_lora_dir
 from .backends import adapter_for
-from .choose import MODES, candidate_layers, lowest_scoring, parse_layer_list, validate_explicit, validate_num_prune
+from .choose import MODES, candidate_layers, parse_layer_list, validate_explicit, validate_num_prune
 from .config_edit import depth_holder
 from .errors import PruneError
-from .output import Staging, check_out
+from ..input_checks import CHECKPOINT_N, lvlm_hint
+from ..outdir import is_out_of_space, space_message
+from .checkpoint import scan, tensor_names
+from .output import REPORT_NAME, Staging, check_out
+from .safety import check_inputs, check_lvlm
+from . import strategy
 from .stream import Plan, prune_into, read_config
-from .verify import compare, summarize
-
-REPORT_NAME = "prune_report.json"
+from .verify import NonFiniteError, compare, summarize
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="remove exactly these layers, e.g. 5,9 (no scoring)")
     p.add_argument("--scores", help="scores.json from region-score (or {metric: [one score per layer]})")
     p.add_argument("--metric", default="angular", help="metric in the scores to rank by, lowest first (default angular)")
+    strategy.add_arguments(p)
     p.add_argument("--data", help="LLaVA-format JSON: score layers on it (as region-score does) and verify on it")
     p.add_argument("--image-folder", help="images referenced by --data")
     p.add_argument("--num-samples", type=int, default=200, help="samples to score on with --data (default 200)")
@@ -51,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip loading the result for verification")
     p.add_argument("--conv-mode", help="LLaVA conversation template for scoring/verification prompts (default vicuna_v1)")
     p.add_argument("--device", help="device for merge/scoring/verification (default: accelerator if present)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out that region-prune wrote")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow Python code shipped in a checkpoint (config auto_map) to run; off by default")
     return p
 
 
@@ -73,9 +79,11 @@ def _check_dirs(args) -> None:
 
 
 def _input_config(args) -> dict:
-    """config.json of --model-path (a LoRA dir's records the region), else of --model-base."""
+    """config.json of --model-path (a LoRA dir's records the region), else of --model-base (plain peft adapters)."""
     if os.path.isfile(os.path.join(args.model_path, "config.json")) or args.model_base is None:
         return read_config(args.model_path)
+    if lvlm_hint(args.model_path) is not None:  # an LVLM's checkpoint-N/ without config.json
+        raise PruneError(CHECKPOINT_N.format(path=args.model_path))
     return read_config(args.model_base, "--model-base")
 
 
@@ -88,7 +96,7 @@ def _region(args, config: dict, num_layers: int) -> Optional[List[int]]:
     region = config.get("region_layers")
     if region is None:
         return None
-    if not (isinstance(region, list) and all(isinstance(i, int) and 0 <= i < num_layers for i in region)):
+    if not (isinstance(region, list) and all(type(i) is int and 0 <= i < num_layers for i in region)):
         raise PruneError(f"--model-path config.json region_layers={region!r} is not a list of layers 0-"
                          f"{num_layers - 1}; pass --region-layers SPEC")
     return sorted(region)
@@ -116,33 +124,43 @@ def _need_scoring(args) -> bool:
                          "--data/--image-folder to score now, or --layers to name the layers")
     from ..scoring import HIDDEN_METRICS
 
-    if args.metric not in HIDDEN_METRICS:
+    if args.metric not in HIDDEN_METRICS + strategy.SCORABLE_SERIES:
         raise PruneError(f"--metric {args.metric!r} cannot be scored from --data here (choose from "
                          f"{', '.join(HIDDEN_METRICS)}); for other metrics run region-score and pass --scores")
     return True
 
 
-def _file_scores(args, num_layers: int) -> Optional[List[float]]:
+def _file_scores(args, num_layers: int, chosen: Optional[strategy.Strategy]) -> Optional[List[float]]:
     if not args.scores:
         return None
+    series = chosen.series if chosen else args.metric
     try:
-        return load_layer_scores(args.scores, args.metric, num_layers)
+        scores = load_layer_scores(args.scores, series, num_layers)
     except (OSError, ValueError) as e:
         raise PruneError(f"--scores: {e} (pick another with --metric)") from None
+    if chosen:
+        strategy.check_file_n(args.scores, chosen)
+    return scores
 
 
-def _score_now(model_dir: str, args, num_layers: int) -> List[float]:
-    """Score the (merged) checkpoint with region-score's API; higher = more important, as in scores.json."""
+def _score_now(model_dir: str, args, num_layers: int, chosen: strategy.Strategy) -> List[float]:
+    """Score the (merged) checkpoint with region-score's API; higher = more important, as in scores.json.
+
+    The angular distance is measured over blocks of the strategy's n (1 for layer, K for block).
+    """
     from ..scoring import ScoringError, score_checkpoint
 
+    metric = strategy.metric_of(chosen.series)
+    extra = {} if args.seed is None else {"seed": args.seed}
     try:
-        result = score_checkpoint(model_dir, data=args.data, image_folder=args.image_folder, metrics=(args.metric,),
-                                  num_samples=args.num_samples, device=args.device, conv_mode=args.conv_mode)
+        result = score_checkpoint(model_dir, data=args.data, image_folder=args.image_folder, metrics=(metric,),
+                                  num_samples=args.num_samples, device=args.device, conv_mode=args.conv_mode,
+                                  angular_n=chosen.n, trust_remote_code=args.trust_remote_code, **extra)
     except ScoringError as e:
         raise PruneError(str(e)) from None
-    scores = [float(s) for s in result["metrics"][args.metric]]
+    scores = [float(s) for s in result["metrics"][chosen.series]]
     if len(scores) != num_layers:
-        raise PruneError(f"the scorer returned {len(scores)} {args.metric} scores for {num_layers} layers")
+        raise PruneError(f"the scorer returned {len(scores)} {chosen.series} scores for {num_layers} layers")
     return scores
 
 
@@ -158,12 +176,15 @@ class Job:
     score_now: bool
     config: dict
     adapter: object
+    codebase: Optional[str] = None  # the registry's answer: "llava", "bunny" or None (plain LLM)
+    strategy: Optional[strategy.Strategy] = None  # None with explicit --layers
 
 
 def resolve(args) -> Job:
     """Check every input (paths, --out, region, K or --layers, scores, data); no weights are read."""
     _check_dirs(args)
     config = _input_config(args)
+    codebase = check_inputs(args, config)
     holder, key = depth_holder(config, f"{args.model_path}/config.json")
     n = holder[key]
     region = _region(args, config, n)
@@ -176,18 +197,21 @@ def resolve(args) -> Job:
             raise PruneError("--num-prune K is required (or name the layers with --layers)")
         candidates = candidate_layers(n, region, args.mode)
         validate_num_prune(args.num_prune, candidates, n, args.mode, region)
-    scores = _file_scores(args, n)
+    chosen = strategy.from_args(args, n, candidates, region) if explicit is None else None
+    scores = _file_scores(args, n, chosen)
     score_now = _need_scoring(args)
     _check_data(args)
-    return Job(n, region, explicit, candidates, scores, score_now, config, adapter_for(config))
+    return Job(n, region, explicit, candidates, scores, score_now, config, adapter_for(config), codebase, chosen)
 
 
 def _verify(job: Job, args, before_dir: str, after_dir: str) -> dict:
     opts = dict(data=args.data, image_folder=args.image_folder, num_samples=args.verify_samples,
-                device=args.device, conv_mode=args.conv_mode)
+                device=args.device, conv_mode=args.conv_mode, trust_remote_code=args.trust_remote_code)
     try:
         result = compare(job.adapter.calibration_outputs(before_dir, **opts),
                          job.adapter.calibration_outputs(after_dir, **opts))
+    except NonFiniteError as e:
+        raise PruneError(f"verification failed, so nothing was written to --out: {e}") from None
     except Exception as e:  # noqa: BLE001 - the output is discarded; say why and how to proceed
         raise PruneError(f"verification failed, so nothing was written to --out: {type(e).__name__}: {e}. "
                          f"If {job.config.get('model_type')!r} models need a loader this tool does not have, "
@@ -200,15 +224,19 @@ def execute(job: Job, args, staging: Staging) -> dict:
     """Merge if needed, score if needed, choose, stream-prune into staging, verify; returns the report."""
     started = time.time()
     n = job.num_layers
-    merged = job.adapter.materialize(args.model_path, args.model_base, staging.work, args.device)
+    merged = job.adapter.materialize(args.model_path, args.model_base, staging.work, args.device,
+                                     trust_remote_code=args.trust_remote_code)
+    check_lvlm(job.codebase, read_config(merged), tensor_names(scan(merged)), f"the merged {args.model_path!r}")
     if Plan(merged, []).num_layers != n:
         raise PruneError(f"{merged} does not have the {n} layers {args.model_path} declares")
-    scores = _score_now(merged, args, n) if job.score_now else job.scores
-    removed = job.explicit if job.explicit is not None else lowest_scoring(scores, args.num_prune, job.candidates)
+    scores = _score_now(merged, args, n, job.strategy) if job.score_now else job.scores
+    removed = job.explicit if job.explicit is not None else strategy.choose(
+        job.strategy, scores, args.num_prune, job.candidates, n, job.region)
     print(f"region-prune: removing layers {removed} of {n} ({args.mode} mode, region {job.region}, "
-          f"{'explicit --layers' if job.explicit is not None else 'lowest ' + args.metric})", flush=True)
+          f"{'explicit --layers' if job.explicit is not None else strategy.describe(job.strategy)})", flush=True)
     summary = prune_into(Plan(merged, removed), staging.result, region=job.region)
     config_out = summary.pop("config")
+    check_lvlm(job.codebase, config_out, tensor_names(scan(staging.result, "--out")), "the pruned checkpoint")
     if summary["not_carried_over"]:
         print(f"region-prune: not carried over (stale after pruning, or subdirectories): "
               f"{', '.join(summary['not_carried_over'])}", flush=True)
@@ -218,6 +246,7 @@ def execute(job: Job, args, staging: Staging) -> dict:
         "model_base": os.path.abspath(args.model_base) if args.model_base else None,
         "merged_from_lora": merged != args.model_path,
         "mode": args.mode, "metric": args.metric if scores else None,
+        **strategy.report_fields(job.strategy),
         "scores_from": os.path.abspath(args.scores) if args.scores else ("scored on --data" if job.score_now else None),
         "num_layers_before": n, "num_layers_after": n - len(removed),
         "pruned_layers": removed,
@@ -242,6 +271,11 @@ def run(args) -> dict:
             json.dump(report, f, indent=2)
             f.write("\n")
         out = staging.finish(args.overwrite)
+    except OSError as e:
+        staging.cleanup()
+        if is_out_of_space(e):
+            raise PruneError(space_message(e, "--out", args.out)) from None
+        raise
     except BaseException:
         staging.cleanup()
         raise

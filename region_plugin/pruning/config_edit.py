@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from ..model_config import LAYER_COUNT_KEYS
+from ..model_config import depth_key
 from .errors import PruneError
 
 # List fields that are never per-layer even when their length happens to equal the depth.
@@ -32,14 +32,11 @@ def register_config_fix(model_type_prefix: str, fn: ConfigFix) -> None:
 
 
 def depth_holder(config: dict, source: str = "config.json") -> Tuple[dict, str]:
-    """(the dict that holds the decoder depth, its key): top level, else text_config / llm_config."""
-    for key in LAYER_COUNT_KEYS:
-        if isinstance(config.get(key), int) and config[key] > 0:
-            return config, key
-    for nested in ("text_config", "llm_config"):
-        if isinstance(config.get(nested), dict):
-            return depth_holder(config[nested], source)
-    raise PruneError(f"{source} has none of {LAYER_COUNT_KEYS}; cannot tell how many decoder layers it has")
+    """(the dict that holds the decoder depth, its key): `model_config.depth_key`, as a PruneError."""
+    try:
+        return depth_key(config, source)
+    except ValueError as e:
+        raise PruneError(str(e)) from None
 
 
 def _remap(values, mapping: Dict[int, int]):

@@ -1,16 +1,19 @@
 """Where region-prune writes: a hidden temporary sibling of --out, renamed into place at the very end.
 
 A killed run leaves only a hidden `.NAME.tmp-*` directory, never something that looks like a
-finished checkpoint; the input is never written to.
+finished checkpoint (the next run removes it); the input is never written to; `--overwrite`
+replaces only a directory region-prune wrote, and keeps it until the new one is in place.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Iterable, Optional
 
+from ..outdir import OutputError, check_replaceable, make_staging, reap_stale, remove_staging, swap_dir
 from .errors import PruneError
+
+REPORT_NAME = "prune_report.json"
+REPORT_KEYS = ("pruned_layers", "num_layers_before", "num_layers_after")  # what makes a prune_report.json ours
 
 
 def _real(path: str) -> str:
@@ -30,11 +33,17 @@ def check_out(out: str, overwrite: bool, inputs: Iterable[Optional[str]]) -> Non
         if _inside(out, src) or _inside(src, out):
             raise PruneError(f"--out {out!r} overlaps the input {src!r}; region-prune never writes into its "
                              "input: choose a new directory")
+    for note in reap_stale(out):  # first: a killed run may have moved an old output aside
+        print(f"region-prune: {note}", flush=True)
     if os.path.lexists(out):
         if not os.path.isdir(out) or os.path.islink(out):
             raise PruneError(f"--out {out!r} exists and is not a directory; choose another path")
         if not overwrite:
             raise PruneError(f"--out {out!r} already exists; pass --overwrite to replace it, or choose a new directory")
+        try:
+            check_replaceable(out, "--out", REPORT_NAME, REPORT_KEYS, "region-prune")
+        except OutputError as e:
+            raise PruneError(str(e)) from None
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise PruneError(f"--out {out!r}: its parent directory {parent!r} does not exist; create it first")
@@ -47,21 +56,21 @@ class Staging:
 
     def __init__(self, out: str):
         self.out = os.path.abspath(out)
-        name = os.path.basename(self.out.rstrip(os.sep))
-        self.root = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=os.path.dirname(self.out))
+        for note in reap_stale(self.out):
+            print(f"region-prune: {note}", flush=True)
+        self.root = make_staging(self.out)
         self.result = os.path.join(self.root, "result")
         self.work = os.path.join(self.root, "work")
         os.makedirs(self.work)
 
     def finish(self, overwrite: bool) -> str:
-        """Move result/ to `out` (swapping out an old one under --overwrite) and remove the staging dir."""
-        if os.path.lexists(self.out):
-            if not overwrite:
-                raise PruneError(f"--out {self.out!r} appeared while pruning; pass --overwrite or choose a new directory")
-            os.rename(self.out, os.path.join(self.root, "replaced"))
-        os.rename(self.result, self.out)
+        """Move result/ to `out`; an old `out` (under --overwrite) is moved aside first and deleted last."""
+        if os.path.lexists(self.out) and not overwrite:
+            raise PruneError(f"--out {self.out!r} appeared while pruning; pass --overwrite or choose a new directory")
+        swap_dir(self.result, self.out, self.root)
         self.cleanup()
         return self.out
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the staging dir; an old output still moved aside in it is restored, never deleted."""
+        remove_staging(self.root, self.out)

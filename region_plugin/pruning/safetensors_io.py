@@ -31,8 +31,44 @@ class Entry:
     write: Callable[[object], None]  # writes exactly nbytes to the open output file
 
 
+# bytes per element of each safetensors dtype tag
+ITEM_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
+             "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_entry(path: str, name: str, t) -> None:
+    """One header entry must be {dtype, shape, data_offsets} whose byte range fits dtype x shape exactly."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(t, dict):
+        raise ValueError(f"{where} is a {type(t).__name__} in the header, not an object; the file is damaged")
+    dtype, shape, offsets = t.get("dtype"), t.get("shape"), t.get("data_offsets")
+    if dtype not in ITEM_SIZE:
+        raise ValueError(f"{where} has dtype {dtype!r}, not a safetensors dtype; the file is damaged")
+    if not (isinstance(shape, list) and all(_is_int(d) for d in shape)):
+        raise ValueError(f"{where} has shape {shape!r}, not a list of sizes; the file is damaged")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+            and offsets[0] <= offsets[1]):
+        raise ValueError(f"{where} has data_offsets {offsets!r}, not [start, end]; the file is damaged")
+    numel = 1
+    for d in shape:
+        numel *= d
+    if offsets[1] - offsets[0] != numel * ITEM_SIZE[dtype]:
+        raise ValueError(f"{where}: {dtype} {shape} needs {numel * ITEM_SIZE[dtype]} bytes but data_offsets span "
+                         f"{offsets[1] - offsets[0]}; the header is damaged")
+
+
 def read_header(path: str) -> Tuple[Dict[str, dict], Dict[str, str], int]:
-    """(tensors, __metadata__, data start offset) of a safetensors file; reads only the header."""
+    """(tensors, __metadata__, data start offset) of a safetensors file; reads only the header.
+
+    Every entry is checked (dtype, shape, byte range = dtype x shape), so a damaged or hostile
+    header is refused here with the file named, before any byte is copied.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: not a regular file")
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
@@ -41,8 +77,15 @@ def read_header(path: str) -> Tuple[Dict[str, dict], Dict[str, str], int]:
         size = os.path.getsize(path)
         if n > size - 8:
             raise ValueError(f"{path}: header length {n} exceeds the file size {size}; the file is truncated")
-        header = json.loads(f.read(n))
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: the header is not valid JSON ({e}); the file is damaged") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the header is a JSON {type(header).__name__}, not an object; the file is damaged")
     meta = header.pop("__metadata__", None) or {}
+    for name, t in header.items():
+        _check_entry(path, name, t)
     end = max((t["data_offsets"][1] for t in header.values()), default=0)
     if 8 + n + end > size:
         raise ValueError(f"{path}: tensor data ends at byte {8 + n + end} but the file has {size}; it is truncated")

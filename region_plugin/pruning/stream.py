@@ -11,20 +11,22 @@ import os
 import shutil
 from typing import Dict, List, Optional, Sequence
 
+from ..model_config import read_config as _read_config
 from .checkpoint import SAFE_INDEX, SAFE_SINGLE, CheckpointFiles, iter_shard_tables, make_entry, scan, tensor_names
 from .choose import layer_map
 from .config_edit import depth_holder, pruned_config
 from .errors import PruneError
 from .keys import find_stack_prefix, rename
 from .safetensors_io import write_file
+from .shapes import check_stack_shapes, model_width
 
 
 def read_config(model_dir: str, flag: str = "--model-path") -> dict:
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(path):
-        raise PruneError(f"{flag} {model_dir!r} has no config.json; pass a Hugging Face checkpoint directory")
-    with open(path) as f:
-        return json.load(f)
+    """config.json as a dict; missing, not JSON or not an object -> PruneError naming the flag."""
+    try:
+        return _read_config(model_dir, flag)
+    except (OSError, ValueError) as e:
+        raise PruneError(str(e)) from None
 
 
 class Plan:
@@ -41,6 +43,7 @@ class Plan:
         self.removed = sorted(removed)
         self.files: CheckpointFiles = scan(model_dir, flag)
         self.prefix = find_stack_prefix(tensor_names(self.files), self.num_layers, model_dir)
+        check_stack_shapes(self.files, self.prefix, model_width(holder), model_dir)
         self.mapping: Dict[int, int] = layer_map(self.num_layers, self.removed)
 
 

@@ -5,6 +5,7 @@ LM loss; this module only compares them, so it works for any codebase.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 if TYPE_CHECKING:  # torch is imported only when a model runs
@@ -13,12 +14,21 @@ if TYPE_CHECKING:  # torch is imported only when a model runs
 Outputs = List[Tuple["torch.Tensor", float]]  # per sample: (final hidden states [tokens, hidden], loss)
 
 
+class NonFiniteError(RuntimeError):
+    """A model gave NaN/inf: verification fails, whatever the cosine would say."""
+
+
 def compare(before: Outputs, after: Outputs) -> Dict[str, float]:
     """Mean per-token cosine of final hidden states, and the loss change (after - before)."""
     import torch
 
     if len(before) != len(after) or not before:
         raise RuntimeError(f"calibration produced {len(before)} vs {len(after)} samples")
+    for which, outputs in (("the input checkpoint", before), ("the pruned checkpoint", after)):
+        bad = [i for i, (h, loss) in enumerate(outputs) if not (math.isfinite(loss) and bool(torch.isfinite(h).all()))]
+        if bad:
+            raise NonFiniteError(f"{which} gives non-finite hidden states or loss (NaN/inf) on calibration sample(s) "
+                                 f"{bad}: its weights are damaged (e.g. bit flips) or overflow in this dtype")
     cosines = []
     for (h0, _), (h1, _) in zip(before, after):
         if h0.shape != h1.shape:

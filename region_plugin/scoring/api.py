@@ -6,21 +6,22 @@ loader, the backbone tensors are matched by shape, and only then does the single
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from typing import Dict, Optional, Sequence
 
-from ..devices import default_device
+from ..devices import check_device, default_device
 from ..layers import find_decoder_stack
-from ..model_config import layer_count_from_config
+from ..model_config import is_lora_dir, layer_count_from_config, load_json_object
 from .hidden import HiddenStateScorer
-from .metrics import ATTENTION_METRICS, HIDDEN_METRICS, PARAM_METRICS, ScoringError, parse_metrics, reported_names
+from .metrics import (ATTENTION_METRICS, DESCRIPTIONS, HIDDEN_METRICS, PARAM_METRICS, ScoringError, angular_meta,
+                      parse_metrics, reported_names)
 from .params import TensorFiles, check_backbone, param_change_scores
-from .records import read_records
+from .records import select_records
 
 DEFAULT_BATCH_SIZE = 4
+DEFAULT_SEED = 0  # samples are drawn without replacement; fixed so that two runs score the same data
 DIRECTION = "higher = more important (selected by --top / top:K:METRIC)"
 
 
@@ -28,8 +29,10 @@ def _config(path: str, flag: str) -> dict:
     file = os.path.join(path or "", "config.json")
     if not os.path.isfile(file):
         raise ScoringError(f"{flag} {path!r} has no config.json; pass a Hugging Face checkpoint directory")
-    with open(file) as f:
-        return json.load(f)
+    try:
+        return load_json_object(file, f"{flag} config.json")
+    except ValueError as e:
+        raise ScoringError(str(e)) from None
 
 
 def _check_backbone_config(model_cfg: dict, backbone: str) -> None:
@@ -52,14 +55,15 @@ def score_checkpoint(model_path: str, model_base: Optional[str] = None, data: Op
                      num_samples: int = 200, angular_n: int = 1, backbone: Optional[str] = None,
                      model_type: Optional[str] = None, device: Optional[str] = None,
                      batch_size: int = DEFAULT_BATCH_SIZE, conv_mode: Optional[str] = None,
-                     progress: bool = True) -> Dict:
+                     progress: bool = True, trust_remote_code: bool = False, seed: Optional[int] = DEFAULT_SEED) -> Dict:
     """Score every decoder layer of an LVLM checkpoint; returns the scores.json content.
 
     `{"num_layers": N, "metrics": {name: [N floats]}, "meta": {...}, "per_instance": {...}}`; every
     metric is oriented higher = more important. Raises ScoringError (a ValueError) on bad input
     before loading weights.
     """
-    from ..adapters import get_adapter
+    from ..adapters import codebase_for, get_adapter
+    from ..input_checks import check_checkpoint_inputs
 
     started = time.time()
     metrics = parse_metrics(metrics)
@@ -67,17 +71,27 @@ def score_checkpoint(model_path: str, model_base: Optional[str] = None, data: Op
     param_metrics = [m for m in metrics if m in PARAM_METRICS]
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ScoringError(f"--batch-size {batch_size!r} must be a positive whole number")
+    if model_path and os.path.isdir(model_path) and not os.path.isfile(os.path.join(model_path, "config.json")) \
+            and is_lora_dir(model_path):
+        raise ScoringError(f"--model-path {model_path!r} has adapter files but no config.json (an intermediate trainer "
+                           "checkpoint-N/ of an older run?): copy config.json and non_lora_trainables.bin from the "
+                           "run's final output dir into it, or pass that final dir")
     model_cfg = _config(model_path, "--model-path")
     try:
         adapter = get_adapter(model_type, model_cfg)
+        check_checkpoint_inputs(model_path, model_base, codebase_for(model_cfg, model_type), trust_remote_code,
+                                [("--backbone", backbone)] if backbone else [])
+        adapter.check_model(model_path, model_base, conv_mode)
+        num_layers = layer_count_from_config(model_cfg, f"--model-path {model_path}/config.json")
+        device = check_device(device)
+    except ScoringError:
+        raise
     except ValueError as e:
         raise ScoringError(str(e)) from None
-    adapter.check_model(model_path, model_base, conv_mode)
-    num_layers = layer_count_from_config(model_cfg, f"--model-path {model_path}/config.json")
     if "angular" in metrics and (not isinstance(angular_n, int) or not 1 <= angular_n <= num_layers):
         raise ScoringError(f"--angular-n {angular_n!r} must be a whole number in 1..{num_layers} "
                            f"(--model-path has {num_layers} layers)")
-    records = read_records(data, image_folder, num_samples) if pass_metrics else []
+    positions, records = select_records(data, image_folder, num_samples, seed=seed) if pass_metrics else ([], [])
     if param_metrics:
         if not backbone:
             raise ScoringError(f"--backbone is required for {','.join(param_metrics)}: pass the LLM checkpoint the "
@@ -124,11 +138,15 @@ def score_checkpoint(model_path: str, model_base: Optional[str] = None, data: Op
         "samples": len(records),
         "requested_samples": num_samples if records else None,
         "metrics": list(metrics),
+        "seed": seed if records else None,
+        "sample_indices": positions if records else None,
         "angular_n": angular_n if "angular" in metrics else None,
+        **angular_meta(angular_n if "angular" in metrics else None),
         "conv_mode": (conv_mode or adapter.default_conv_mode) if records else None,
         "batch_size": batch_size,
         "device": str(device),
         "direction": DIRECTION,
+        "definitions": {name: DESCRIPTIONS[name] for name in ordered if name in DESCRIPTIONS},
         "seconds": round(time.time() - started, 3),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

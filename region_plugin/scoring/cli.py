@@ -2,7 +2,7 @@
 
     region-score --model-path CKPT [--model-base BASE] --data LLAVA_JSON --image-folder DIR \\
                  [--metrics bi,mm_bi,angular,attn,param_ratio,param_angular] [--backbone LLM_DIR] \\
-                 [--num-samples 200] [--angular-n 1] --out scores/ [--top 8 --metric bi]
+                 [--num-samples 200] [--seed 0] [--angular-n 1] --out scores/ [--top 8 --metric bi]
 
 Writes scores.json, scores.csv and scores.png into --out. Every metric is oriented higher = more
 important; `--top K --metric M` prints the K highest layers as a ready --region_layers value (also
@@ -17,8 +17,9 @@ from typing import List, Optional
 
 from ..model_config import read_num_layers
 from ..spec import format_layers, top_k_layers
-from .api import DEFAULT_BATCH_SIZE, score_checkpoint
+from .api import DEFAULT_BATCH_SIZE, DEFAULT_SEED, score_checkpoint
 from .metrics import ALL_METRICS, ScoringError, parse_metrics, reported_names
+from ..outdir import check_apart_from_inputs
 from .output import check_out_dir, write_outputs
 
 DEFAULT_METRICS = ",".join(ALL_METRICS[:4])  # all data-driven metrics; param_* need --backbone
@@ -36,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=DEFAULT_METRICS,
                    help=f"comma-separated, from {','.join(ALL_METRICS)} (default: {DEFAULT_METRICS})")
     p.add_argument("--backbone", default=None, help="the LLM the LVLM was trained from (for param_ratio/param_angular)")
-    p.add_argument("--num-samples", type=int, default=200, help="first N records with an image (default 200)")
+    p.add_argument("--num-samples", type=int, default=200,
+                   help="N records with an image, sampled without replacement (default 200)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"seed of that sample (default {DEFAULT_SEED}); seed and indices go into scores.json's meta")
     p.add_argument("--angular-n", type=int, default=1, help="block length n of the angular distance (default 1)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     p.add_argument("--conv-mode", default=None, help="conversation template (LLaVA default: vicuna_v1)")
@@ -45,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=None, help="print the K most important layers as --region_layers")
     p.add_argument("--metric", default=None, help="metric for --top (default: the first of --metrics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow Python code shipped in a checkpoint (config auto_map) to run; off by default")
     return p
 
 
@@ -67,12 +73,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         metrics = parse_metrics(args.metrics)
         check_out_dir(args.out)
+        check_apart_from_inputs(args.out, "--out", [("--model-path", args.model_path), ("--model-base", args.model_base),
+                                                    ("--backbone", args.backbone)])
         num_layers = read_num_layers(args.model_path, "--model-path")
         top_metric = _check_top(args, metrics, num_layers)
         scores = score_checkpoint(args.model_path, args.model_base, data=args.data, image_folder=args.image_folder,
                                   metrics=metrics, num_samples=args.num_samples, angular_n=args.angular_n,
                                   backbone=args.backbone, model_type=args.model_type, device=args.device,
-                                  batch_size=args.batch_size, conv_mode=args.conv_mode, progress=not args.quiet)
+                                  batch_size=args.batch_size, conv_mode=args.conv_mode, progress=not args.quiet,
+                                  trust_remote_code=args.trust_remote_code, seed=args.seed)
         top = top_k_layers(scores["metrics"][top_metric], args.top) if top_metric else None
         paths = write_outputs(scores, args.out, {top_metric: top} if top else None)
     except (ScoringError, ValueError, OSError) as e:

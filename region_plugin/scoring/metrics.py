@@ -1,4 +1,4 @@
-"""The six layer-importance metrics of the paper's Appendix A: names, kinds, and the math on tensors.
+"""The layer-importance metrics of the paper's Sec 4.1 / Appendix A: names, kinds, and the math on tensors.
 
 Every metric is oriented so that a HIGHER value means a MORE important layer, which is what
 `--top K` and `top:K:METRIC:scores.json` select:
@@ -7,6 +7,11 @@ Every metric is oriented so that a HIGHER value means a MORE important layer, wh
 * angular: a larger angle between x_l and x_{l+n} means the block transforms the representation.
 * attn: more attention mass on image tokens means a more "visual" layer.
 * param_ratio / param_angular: the more instruction tuning moved a layer, the more it was needed.
+
+The paper names its parameter metric a change ratio (Sec 4.1) and defines an angle "averaging all
+parameters within each layer" (Appendix A); both readings are offered. `param_angular` is that
+text: one angle per parameter tensor, averaged over the layer's tensors. `param_angular_flat` is
+the other reading (one angle over the whole layer flattened into a single vector).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import torch
 
 HIDDEN_METRICS = ("bi", "mm_bi", "angular")  # from decoder-layer inputs/outputs (hooks)
 ATTENTION_METRICS = ("attn",)                # from attention weights of the same pass
-PARAM_METRICS = ("param_ratio", "param_angular")  # from LVLM vs backbone weights, no data
+PARAM_METRICS = ("param_ratio", "param_angular", "param_angular_flat")  # LVLM vs backbone weights, no data
 ALL_METRICS = HIDDEN_METRICS + ATTENTION_METRICS + PARAM_METRICS
 
 # Extra per-layer series reported beside the requested metric (same pass, no extra cost).
@@ -31,9 +36,26 @@ DESCRIPTIONS = {
     "angular": "angular distance arccos(cos(x_l, x_l+n))/pi, mean over tokens",
     "angular_last": "angular distance, last token only",
     "attn": "image-attention score: mass on image columns / (N_img * H)",
-    "param_ratio": "mean |theta' - theta| / |theta| vs the backbone",
-    "param_angular": "arccos(cos(theta', theta))/pi vs the backbone",
+    "param_ratio": "mean |theta' - theta| / |theta| vs the backbone (Sec 4.1's change ratio)",
+    "param_angular": "arccos(cos(theta'_j, theta_j))/pi per tensor j, mean over the layer (Appendix A)",
+    "param_angular_flat": "arccos(cos(theta', theta))/pi, the layer's tensors as one vector",
 }
+
+
+# Which token each angular series averages over (recorded in scores.json's meta as "token").
+ANGULAR_TOKENS = {"angular": "all", "angular_last": "last"}
+
+
+def angular_meta(n: int | None) -> Dict[str, object]:
+    """scores.json meta keys that tell region-prune what the angular series measure.
+
+    `n`: block length (x_l vs x_{l+n}); entries l > N-n measure a shorter block and are never used
+    for pruning. `strategy`: the region-prune strategy these series serve (n=1: layer, n>1: block
+    of n). `token`: series -> tokens averaged.
+    """
+    if n is None:
+        return {"n": None, "strategy": None, "token": None}
+    return {"n": n, "strategy": "layer" if n == 1 else "block", "token": dict(ANGULAR_TOKENS)}
 
 
 class ScoringError(ValueError):
@@ -82,13 +104,20 @@ def image_attention(attn: torch.Tensor, image: torch.Tensor, valid: torch.Tensor
     return total / (img.sum(-1) * attn.shape[1])
 
 
+def _angle(dot: torch.Tensor, new_sq: torch.Tensor, old_sq: torch.Tensor) -> torch.Tensor:
+    """(1/pi) * arccos of dot / (|new| |old|); two zero vectors count as unchanged (angle 0)."""
+    denom = (new_sq * old_sq).sqrt()
+    return angle_from_cosine(torch.where(denom > 0, dot / denom.clamp(min=1e-300), torch.ones_like(denom)))
+
+
 class ParamChange:
-    """Running per-layer sums for param_ratio and param_angular, fed one tensor pair at a time."""
+    """Running per-layer sums for the parameter metrics, fed one tensor pair at a time."""
 
     def __init__(self, num_layers: int):
         self.num_layers = num_layers
         z = lambda: torch.zeros(num_layers, dtype=torch.float64)  # noqa: E731
         self.ratio_sum, self.ratio_count, self.dot, self.new_sq, self.old_sq = z(), z(), z(), z(), z()
+        self.angle_sum, self.tensors = z(), z()  # per-tensor angles (param_angular)
 
     def add(self, layer: int, new: torch.Tensor, old: torch.Tensor) -> None:
         """Fold in one parameter of `layer`; elements where theta = 0 have no ratio and are skipped."""
@@ -98,12 +127,15 @@ class ParamChange:
         ratio = (new - old).abs() / torch.where(nonzero, old.abs(), torch.ones_like(old))
         self.ratio_sum[layer] += float(ratio[nonzero].sum())
         self.ratio_count[layer] += float(nonzero.sum())
-        self.dot[layer] += float((new * old).sum())
-        self.new_sq[layer] += float((new * new).sum())
-        self.old_sq[layer] += float((old * old).sum())
+        dot, new_sq, old_sq = (torch.tensor(float(v), dtype=torch.float64)
+                               for v in ((new * old).sum(), (new * new).sum(), (old * old).sum()))
+        self.dot[layer] += dot
+        self.new_sq[layer] += new_sq
+        self.old_sq[layer] += old_sq
+        self.angle_sum[layer] += _angle(dot, new_sq, old_sq)
+        self.tensors[layer] += 1
 
     def result(self) -> Dict[str, List[float]]:
-        ratio = (self.ratio_sum / self.ratio_count.clamp(min=1)).tolist()
-        denom = (self.new_sq * self.old_sq).sqrt()
-        cos = torch.where(denom > 0, self.dot / denom.clamp(min=1e-300), torch.ones_like(denom))
-        return {"param_ratio": ratio, "param_angular": angle_from_cosine(cos).tolist()}
+        return {"param_ratio": (self.ratio_sum / self.ratio_count.clamp(min=1)).tolist(),
+                "param_angular": (self.angle_sum / self.tensors.clamp(min=1)).tolist(),
+                "param_angular_flat": _angle(self.dot, self.new_sq, self.old_sq).tolist()}

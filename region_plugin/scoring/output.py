@@ -1,18 +1,18 @@
 """Write scores.json, scores.csv and scores.png into --out without ever leaving half a result.
 
-All three files are written into a temporary directory next to --out; a new --out is then created
-by one rename, an existing one receives the three files by `os.replace` (other files in it are
-never touched).
+All three files are written into a hidden `.NAME.tmp-*` directory next to --out; a new --out is
+then created by one rename, an existing one has its three files replaced as one unit (old ones
+moved aside first, put back if anything fails; other files in it are never touched).
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
-import shutil
-import tempfile
+import sys
 from typing import Dict, List, Optional
 
+from ..outdir import is_out_of_space, make_staging, reap_stale, remove_staging, space_message, swap_dir, swap_files
 from .metrics import ScoringError
 
 FILES = ("scores.json", "scores.csv", "scores.png")
@@ -29,6 +29,11 @@ def check_out_dir(out: str) -> None:
         raise ScoringError(f"--out {out!r}: its parent directory {parent!r} does not exist")
     if not os.access(out if os.path.isdir(out) else parent, os.W_OK):
         raise ScoringError(f"--out {out!r} is not writable")
+    for name in FILES:
+        path = os.path.join(out, name)
+        if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+            raise ScoringError(f"--out {out!r}: {name} there is not a regular file; region-score replaces only its "
+                               "own output files: remove it or choose another --out")
 
 
 def write_csv(scores: Dict, path: str) -> None:
@@ -41,27 +46,30 @@ def write_csv(scores: Dict, path: str) -> None:
 
 
 def write_outputs(scores: Dict, out: str, top: Optional[Dict[str, List[int]]] = None) -> List[str]:
-    """The three files in `out`; returns their paths."""
+    """The three files in `out`, replaced as one unit (all new, or all old if anything fails); returns their paths."""
     from .plot import plot_scores
 
     check_out_dir(out)
     out = os.path.abspath(out)
-    tmp = tempfile.mkdtemp(prefix=".region-score-", dir=os.path.dirname(out))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a renamed --out should look like mkdir's
+    for note in reap_stale(out):
+        print(f"region-score: {note}", file=sys.stderr)
+    root = make_staging(out)
+    new = os.path.join(root, "result")
+    os.mkdir(new)  # mode 0777 minus umask, like mkdir: a renamed --out looks like any other directory
     try:
-        with open(os.path.join(tmp, "scores.json"), "w") as f:
+        with open(os.path.join(new, "scores.json"), "w") as f:
             json.dump(scores, f, indent=2)
             f.write("\n")
-        write_csv(scores, os.path.join(tmp, "scores.csv"))
-        plot_scores(scores, os.path.join(tmp, "scores.png"), top)
+        write_csv(scores, os.path.join(new, "scores.csv"))
+        plot_scores(scores, os.path.join(new, "scores.png"), top)
         if not os.path.exists(out):
-            os.rename(tmp, out)
+            swap_dir(new, out, root)
         else:
-            for name in FILES:
-                os.replace(os.path.join(tmp, name), os.path.join(out, name))
+            swap_files(new, out, FILES, root)
+    except OSError as e:
+        if is_out_of_space(e):
+            raise ScoringError(space_message(e, "--out", out)) from None
+        raise
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_staging(root)
     return [os.path.join(out, name) for name in FILES]

@@ -1,4 +1,4 @@
-"""param_ratio / param_angular: how far instruction tuning moved each decoder layer from its backbone.
+"""param_ratio / param_angular(_flat): how far instruction tuning moved each decoder layer from its backbone.
 
 The tuned weights come from the loaded LVLM (so a LoRA dir counts with its merged weights); the
 backbone's are streamed one tensor at a time from its safetensors / .bin files (memory-mapped), so
@@ -12,16 +12,14 @@ import contextlib
 import json
 import os
 import re
-from collections import defaultdict
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..layers import MULTIMODAL_KEYWORDS, DecoderStack
+from ..layers import DecoderStack
+from ..stack_names import is_multimodal, numbered_groups, pick_stack, split_layer
 from .metrics import ParamChange, ScoringError
-
-_NUMBERED = re.compile(r"^(.*?)\.(\d+)\.(.+)$")
 
 
 class TensorFiles:
@@ -76,17 +74,14 @@ class TensorFiles:
 def stack_index(keys: List[str]) -> Dict[Tuple[int, str], str]:
     """{(layer, name inside the layer): key} for the decoder stack among checkpoint keys.
 
-    The stack is the numbered prefix (outside any vision module) with the most layers.
+    The stack is found by the one rule of `stack_names` (depth unknown here: the group with the
+    most layers), so a backbone with another depth is reported by its real layer count.
     """
-    by_prefix: Dict[str, Dict[Tuple[int, str], str]] = defaultdict(dict)
-    for key in keys:
-        m = _NUMBERED.match(key)
-        if m and not any(k in key for k in MULTIMODAL_KEYWORDS):
-            by_prefix[m.group(1)][(int(m.group(2)), m.group(3))] = key
-    if not by_prefix:
+    prefix = pick_stack(numbered_groups(keys))
+    if prefix is None:
         return {}
-    best = max(by_prefix, key=lambda p: (len({i for i, _ in by_prefix[p]}), -len(p)))
-    return by_prefix[best]
+    found = ((split_layer(key, prefix), key) for key in keys if not is_multimodal(key))
+    return {where: key for where, key in found if where is not None and where[1]}
 
 
 def _suffix(name: str, stack: DecoderStack, layer: int) -> str:
@@ -101,7 +96,7 @@ def _shape(param: torch.Tensor) -> Tuple[int, ...]:
 def decoder_params(model: nn.Module, stack: DecoderStack) -> Iterator[Tuple[int, str, str, nn.Parameter]]:
     """(layer, name inside the layer, full name, parameter) for every decoder-layer parameter."""
     for name, param in model.named_parameters():
-        if any(k in name for k in MULTIMODAL_KEYWORDS):
+        if is_multimodal(name):
             continue
         layer = stack.layer_of(name)
         if layer is not None:
@@ -144,7 +139,7 @@ def _full_param(param: nn.Parameter):
 def param_change_scores(model: nn.Module, stack: DecoderStack, backbone: TensorFiles,
                         reference_dtype: Optional[torch.dtype] = None,
                         index: Optional[Dict[Tuple[int, str], str]] = None) -> Dict[str, List[float]]:
-    """param_ratio and param_angular per layer (LVLM vs backbone), one tensor in memory at a time.
+    """param_ratio, param_angular and param_angular_flat per layer (LVLM vs backbone), one tensor at a time.
 
     `reference_dtype`: the dtype the loader rounded the LVLM's weights to (upstream LLaVA loads
     float16); the backbone is rounded the same way, so loader rounding never counts as a change.

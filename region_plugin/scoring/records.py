@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Tuple
+import random
+from typing import List, Optional, Tuple
 
 from .metrics import ScoringError
 
@@ -59,21 +60,37 @@ def _check(record, i: int, path: str, flag: str) -> None:
 
 
 def read_records(data: str, image_folder: str, num_samples: int, data_flag: str = "--data",
-                 image_flag: str = "--image-folder") -> List[dict]:
-    """The first `num_samples` records that have an image, each checked, with its image present."""
+                 image_flag: str = "--image-folder", seed: Optional[int] = None) -> List[dict]:
+    """`num_samples` records that have an image, each checked, with its image present (see select_records)."""
+    return select_records(data, image_folder, num_samples, data_flag, image_flag, seed)[1]
+
+
+def select_records(data: str, image_folder: str, num_samples: int, data_flag: str = "--data",
+                   image_flag: str = "--image-folder", seed: Optional[int] = None) -> Tuple[List[int], List[dict]]:
+    """(positions in the --data file, records) of `num_samples` records that have an image.
+
+    seed=None takes the first ones (a fixed calibration prefix); an int samples them without
+    replacement, as the paper samples its scoring data; the positions go into scores.json's meta.
+    """
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ScoringError(f"--num-samples {num_samples!r} must be a positive whole number")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise ScoringError(f"--seed {seed!r} must be a whole number >= 0")
     records = _load(data, data_flag)
     if not image_folder or not os.path.isdir(image_folder):
         raise ScoringError(f"{image_flag} {image_folder!r} is not a directory; pass the folder the \"image\" "
                            f"paths in {data} are relative to")
-    chosen = []
+    positions, chosen = [], []
     for i, record in enumerate(records):
         _check(record, i, data, data_flag)
         if "image" in record:
+            positions.append(i)
             chosen.append(record)
-            if len(chosen) == num_samples:
+            if seed is None and len(chosen) == num_samples:
                 break
+    if seed is not None:
+        picked = sample_indices(len(chosen), num_samples, seed)
+        positions, chosen = [positions[i] for i in picked], [chosen[i] for i in picked]
     if not chosen:
         raise ScoringError(f"{data_flag} {data!r} has no record with an \"image\"; the metrics compare image and "
                            f"text tokens, so use image-text samples like {EXAMPLE}")
@@ -82,7 +99,29 @@ def read_records(data: str, image_folder: str, num_samples: int, data_flag: str 
         listed = ", ".join(f"{img!r} (id {rid!r})" for rid, img in missing[:5])
         raise ScoringError(f"{image_flag} {image_folder!r} is missing {len(missing)} image(s) named in {data_flag} "
                            f"{data!r}: {listed}; fix the folder or remove those records")
-    return chosen
+    check_images(chosen, image_folder, image_flag)
+    return positions, chosen
+
+
+def sample_indices(population: int, num_samples: int, seed: int) -> List[int]:
+    """Sorted positions of `num_samples` of `population` items drawn without replacement (all if fewer)."""
+    if population <= num_samples:
+        return list(range(population))
+    return sorted(random.Random(seed).sample(range(population), num_samples))
+
+
+def check_images(records: List[dict], image_folder: str, image_flag: str = "--image-folder") -> None:
+    """Decode every selected image now, so a truncated or non-image file fails before any weights load."""
+    from PIL import Image
+
+    for r in records:
+        path = os.path.join(image_folder, r["image"])
+        try:
+            with Image.open(path) as im:
+                im.load()
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files; name the file either way
+            raise ScoringError(f"{image_flag} {image_folder!r}: image {r['image']!r} (id {r.get('id')!r}) cannot be "
+                               f"decoded ({type(e).__name__}: {e}); replace the file or remove that record") from None
 
 
 def conversation_turns(record: dict) -> List[Tuple[bool, str]]:
