@@ -105,3 +105,28 @@ def test_training_path_containing_mpt_is_refused_before_remote_code_can_run(tiny
     proc = run_cli(["-m", "region_plugin.llava.train", *args, "--region_layers", "25%"])
     assert proc.returncode == 2 and "--model_name_or_path" in proc.stderr and "trust_remote_code" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_resume_without_deepspeed_restores_the_projector(tiny, tmp_path):
+    """Plain single-process resume: the adapter comes back through the Trainer, the projector through us."""
+    def train(out):
+        args = llava_train_args(tiny, str(out), steps=3) + ["--save_strategy", "steps", "--save_steps", "2",
+                                                            "--lr_scheduler_type", "cosine"]
+        proc = run_cli(["-m", "region_plugin.llava.train", *args, "--region_layers", "25%"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    def state(out):
+        from safetensors.torch import load_file
+
+        return {**load_file(str(out / "adapter_model.safetensors")),
+                **torch.load(out / "non_lora_trainables.bin", map_location="cpu", weights_only=True)}
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(straight)
+    resumed.mkdir()
+    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
+    proc = train(resumed)
+    assert "restored 4 non-LoRA trainable tensors" in proc.stdout
+    a, b = state(straight), state(resumed)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
