@@ -76,7 +76,7 @@ def _config(path: str) -> dict:
 def resolve(args) -> Job:
     """Check paths, backbone shape, SPEC, data, text and --out; no weights are read."""
     from ..adapters import analysis_io, get_adapter
-    from ..scoring.api import _check_backbone_config
+    from ..scoring.api import check_backbone_config
     from ..scoring.records import read_records
 
     if not isinstance(args.num_samples, int) or args.num_samples < 1:
@@ -91,7 +91,7 @@ def resolve(args) -> Job:
     if known:
         raise AnalysisError(f"--conv-mode {conv_mode!r} is not an upstream template; choose from {known}")
     n = layer_count_from_config(config, f"--model-path {args.model_path}/config.json")
-    _check_backbone_config(config, args.backbone)
+    check_backbone_config(config, args.backbone)
     backbone = TensorFiles(args.backbone)
     region = recorded_region(args.model_path, n)
     layers = resolve_layers(args.layers, n, region)

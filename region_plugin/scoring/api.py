@@ -35,7 +35,7 @@ def _config(path: str, flag: str) -> dict:
         raise ScoringError(str(e)) from None
 
 
-def _check_backbone_config(model_cfg: dict, backbone: str) -> None:
+def check_backbone_config(model_cfg: dict, backbone: str) -> None:
     """Depth and width from config.json, so an unrelated backbone fails before any weights load."""
     cfg = _config(backbone, "--backbone")
     n_model = layer_count_from_config(model_cfg, "--model-path config.json")
@@ -96,7 +96,7 @@ def score_checkpoint(model_path: str, model_base: Optional[str] = None, data: Op
         if not backbone:
             raise ScoringError(f"--backbone is required for {','.join(param_metrics)}: pass the LLM checkpoint the "
                                "LVLM was trained from (e.g. lmsys/vicuna-7b-v1.5 downloaded to a directory)")
-        _check_backbone_config(model_cfg, backbone)
+        check_backbone_config(model_cfg, backbone)
         backbone_files = TensorFiles(backbone)
 
     device = device or default_device()
