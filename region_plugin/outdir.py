@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 OWNER = "owner.json"
@@ -102,17 +103,30 @@ def reap_stale(out: str) -> List[str]:
 
 @contextlib.contextmanager
 def signals_held():
-    """Hold SIGINT/SIGTERM back for a few renames, so Ctrl-C cannot land between them."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError, OSError):  # no pthread_sigmask on this platform
-        old = None
+    """Defer SIGINT/SIGTERM for a few renames, so Ctrl-C cannot land between them.
+
+    A deferring Python handler records the signal and it is raised again once the renames are done.
+    (Blocking with `pthread_sigmask` is not enough: the kernel hands a process-wide signal to any
+    thread that has it unblocked, e.g. a torch worker thread, and Python then raises in the main
+    thread at its next bytecode, which may be between the renames.) Handlers can only be set from
+    the main thread; elsewhere nothing is deferred.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: List[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in held}
+    for sig in held:
+        signal.signal(sig, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        if old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        for sig in pending:
+            signal.raise_signal(sig)
 
 
 def swap_dir(new: str, out: str, root: str) -> None:
