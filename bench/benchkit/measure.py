@@ -1,8 +1,8 @@
 """Timing and memory measurement shared by the benches.
 
-Times are wall clock around a call followed by a device synchronize; sides are interleaved (the
-order rotates every round) so drift and other processes' load hit every side alike, and medians
-are reported. Memory is counted as live tensor bytes (see `LiveBytes`), identical on every device.
+Times are wall clock and process CPU time around a call followed by a device synchronize; sides
+are interleaved (the order rotates every round) so drift and other processes' load hit every side
+alike, and medians are reported. Memory is counted as live tensor bytes (see `LiveBytes`), identical on every device.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def synchronize(device: str) -> None:
     acc = getattr(torch, "accelerator", None)
     if acc is not None and hasattr(acc, "synchronize"):
         acc.synchronize()
-    elif torch.cuda.is_available():
+    elif torch.device(device).type == "cuda":  # torch without the accelerator API
         torch.cuda.synchronize()
 
 

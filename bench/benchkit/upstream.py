@@ -18,6 +18,8 @@ class _Ready(Exception):
 
 def prepared_trainer(argv: List[str]):
     """The LLaVATrainer (with our RegionTrainer on top when --region_layers is given) for `argv`."""
+    import sys
+
     import llava.train.train as upstream
 
     from region_plugin.llava.train import main
@@ -29,12 +31,14 @@ def prepared_trainer(argv: List[str]):
             raise _Ready(self)
 
     upstream.LLaVATrainer = HandBack
+    saved_argv = sys.argv
     try:
         rc = main(list(argv))
     except _Ready as ready:
         return ready.trainer
     finally:
         upstream.LLaVATrainer = original
+        sys.argv = saved_argv
     raise RuntimeError(f"upstream train() ended (exit {rc}) before reaching Trainer.train(); argv: {argv}")
 
 
