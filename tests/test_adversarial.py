@@ -633,6 +633,7 @@ def test_ctrl_c_between_the_two_renames_of_an_overwrite_loses_nothing(tiny_llama
     base = ["--model-path", str(tiny_llama_sharded), "--mode", "global", "--no-verify", "--out", str(out)]
     assert region_prune(base + ["--layers", "1"]) == 0
     code = ("import os, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if launched in the background\n"
             "from region_plugin.pruning.cli import main\n"
             "real = os.rename\n"
             "def rename(src, dst):\n"
